@@ -1,0 +1,54 @@
+"""sqlalchemy-vectorknobs: vector columns, distance operators and ready engines for SQLAlchemy.
+
+Importing the package has no side effects: no listeners are attached and no optional backend is
+imported until an engine is created or a backend is used::
+
+    import sqlalchemy_vectorknobs as vk
+    from sqlalchemy import select
+
+    engine = vk.create_engine("sqlite:///docs.db")
+    stmt = select(Doc).order_by(Doc.embedding.cosine_distance(query)).limit(10)
+"""
+
+from __future__ import annotations
+
+from .distance import Distance
+from .engine import create_async_engine, create_engine
+from .exc import (
+    DimensionMismatchError,
+    ExtensionError,
+    IncompatibleOperatorError,
+    InvalidVectorError,
+    MissingDependencyError,
+    UnsupportedDialectError,
+    VectorKnobsError,
+    VectorTypeError,
+)
+from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
+from .types import BitVector, HalfVector, SparseVector, Vector, VectorType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "Vector",
+    "HalfVector",
+    "BitVector",
+    "SparseVector",
+    "VectorType",
+    "Distance",
+    "create_engine",
+    "create_async_engine",
+    "inspect_vectors",
+    "VectorInventory",
+    "VectorColumnInfo",
+    "VectorIndexInfo",
+    "VectorKnobsError",
+    "InvalidVectorError",
+    "DimensionMismatchError",
+    "VectorTypeError",
+    "IncompatibleOperatorError",
+    "UnsupportedDialectError",
+    "MissingDependencyError",
+    "ExtensionError",
+]

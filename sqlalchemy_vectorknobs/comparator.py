@@ -1,0 +1,151 @@
+"""Distance methods on vector columns and expressions; the SQL is asked of the dialect module.
+
+Every vector column (and any expression of a vector type) gets the same methods on both
+dialects::
+
+    stmt = select(Doc).order_by(Doc.embedding.cosine_distance([0.1, 0.2, 0.3])).limit(10)
+    stmt = select(Doc.id, Doc.embedding.distance(q, "l2").label("d"))
+
+``max_inner_product`` is the *negative* dot product (pgvector's ``<#>``), so ascending order puts
+the largest dot product first; ``inner_product`` is the positive dot product. ``distance(q,
+"inner_product")`` means ``max_inner_product`` so that ``distance`` always sorts nearest-first.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import literal
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql.elements import ClauseElement, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import UserDefinedType
+
+from . import dialects
+from .distance import Distance
+from .exc import IncompatibleOperatorError
+
+if TYPE_CHECKING:
+    from .types import VectorType
+
+__all__ = ["VectorComparator", "VectorDistance", "VectorOutput", "OPERATORS"]
+
+#: operator name -> the metric it measures
+OPERATORS: dict[str, Distance] = {
+    "l2": Distance.L2,
+    "cosine": Distance.COSINE,
+    "max_inner_product": Distance.INNER_PRODUCT,
+    "inner_product": Distance.INNER_PRODUCT,
+    "l1": Distance.L1,
+    "hamming": Distance.HAMMING,
+    "jaccard": Distance.JACCARD,
+}
+_BY_METRIC = {
+    Distance.L2: "l2",
+    Distance.COSINE: "cosine",
+    Distance.INNER_PRODUCT: "max_inner_product",
+    Distance.L1: "l1",
+    Distance.HAMMING: "hamming",
+    Distance.JACCARD: "jaccard",
+}
+
+
+class VectorDistance(ColumnElement[float]):
+    """``left <op> right`` for one of :data:`OPERATORS`; rendered by the dialect module."""
+
+    __visit_name__ = "vk_vector_distance"
+    inherit_cache = True
+    _traverse_internals = [
+        ("left", InternalTraversal.dp_clauseelement),
+        ("right", InternalTraversal.dp_clauseelement),
+        ("operator", InternalTraversal.dp_string),
+    ]
+
+    def __init__(self, left: ColumnElement[Any], right: ColumnElement[Any], operator: str) -> None:
+        self.left = left
+        self.right = right
+        self.operator = operator
+        self.type = sqltypes.Float()
+
+    @property
+    def metric(self) -> Distance:
+        return OPERATORS[self.operator]
+
+    @property
+    def vector_type(self) -> VectorType:
+        return self.left.type  # type: ignore[return-value]
+
+
+class VectorOutput(ColumnElement[Any]):
+    """A vector column as selected: the dialect picks the fastest form to send it back in."""
+
+    __visit_name__ = "vk_vector_output"
+    inherit_cache = True
+    _traverse_internals = [("element", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, element: ColumnElement[Any], type_: VectorType) -> None:
+        self.element = element
+        self.type = type_
+
+    @property
+    def _from_objects(self) -> Any:
+        return self.element._from_objects
+
+
+@compiles(VectorDistance)
+def _compile_distance(element: VectorDistance, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_distance(compiler, element, **kw)
+
+
+@compiles(VectorOutput)
+def _compile_output(element: VectorOutput, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_output(compiler, element, **kw)
+
+
+class VectorComparator(UserDefinedType.Comparator[Any]):
+    """The distance methods every vector column and expression carries."""
+
+    def l2_distance(self, other: Any) -> VectorDistance:
+        """Euclidean distance (pgvector ``<->``)."""
+        return self._op("l2", other)
+
+    def cosine_distance(self, other: Any) -> VectorDistance:
+        """Cosine distance, ``1 - cos(a, b)`` (pgvector ``<=>``)."""
+        return self._op("cosine", other)
+
+    def max_inner_product(self, other: Any) -> VectorDistance:
+        """Negative dot product (pgvector ``<#>``): ascending order = largest dot product first."""
+        return self._op("max_inner_product", other)
+
+    def inner_product(self, other: Any) -> VectorDistance:
+        """Dot product (positive); order descending for most similar first."""
+        return self._op("inner_product", other)
+
+    def l1_distance(self, other: Any) -> VectorDistance:
+        """Manhattan distance (pgvector ``<+>``)."""
+        return self._op("l1", other)
+
+    def hamming_distance(self, other: Any) -> VectorDistance:
+        """Number of differing bits, for bit vectors (pgvector ``<~>``)."""
+        return self._op("hamming", other)
+
+    def jaccard_distance(self, other: Any) -> VectorDistance:
+        """``1 - |a & b| / |a | b|``, for bit vectors (pgvector ``<%>``)."""
+        return self._op("jaccard", other)
+
+    def distance(self, other: Any, metric: Distance | str) -> VectorDistance:
+        """The distance for ``metric`` (a :class:`Distance` or alias), always nearest-first ascending."""
+        return self._op(_BY_METRIC[Distance.parse(metric)], other)
+
+    def _op(self, operator: str, other: Any) -> VectorDistance:
+        type_: VectorType = self.type  # type: ignore[assignment]
+        metric = OPERATORS[operator]
+        if metric not in type_.metrics:
+            allowed = ", ".join(sorted(m.value for m in type_.metrics))
+            raise IncompatibleOperatorError(
+                f"{type_.subject} is a {type(type_).__name__}, which has no {metric.value} distance; "
+                f"its distances are {allowed}."
+            )
+        right = other if isinstance(other, ClauseElement) else literal(other, type_)
+        return VectorDistance(self.expr, right, operator)  # type: ignore[arg-type]

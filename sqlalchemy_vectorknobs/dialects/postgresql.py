@@ -1,0 +1,368 @@
+"""PostgreSQL + pgvector: DDL, binary transport, operators, extension setup, reflection, inspection.
+
+Transport: on psycopg 3 and asyncpg a bound vector is sent in pgvector's binary format (a
+per-connection psycopg dumper / asyncpg codec encodes it with :mod:`..codec`); other drivers
+(psycopg2, pg8000) send the text form. Selected vector columns come back as ``vector_send(col)``
+(``halfvec_send``, ``varbit_send``, ``sparsevec_send``): bytea, which every driver decodes in C,
+so fetching a vector costs one ``numpy.frombuffer`` instead of parsing text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.exc import DBAPIError
+
+from .. import codec
+from ..codec import Kind
+from ..exc import ExtensionError
+
+if TYPE_CHECKING:
+    from ..comparator import VectorDistance, VectorOutput
+    from ..inspection import VectorInventory
+    from ..types import VectorType
+
+_SQL_TYPE = {Kind.FLOAT32: "vector", Kind.FLOAT16: "halfvec", Kind.BIT: "bit", Kind.SPARSE: "sparsevec"}
+_SEND = {
+    Kind.FLOAT32: "vector_send",
+    Kind.FLOAT16: "halfvec_send",
+    Kind.BIT: "varbit_send",
+    Kind.SPARSE: "sparsevec_send",
+}
+_OPERATORS = {
+    "l2": "<->",
+    "cosine": "<=>",
+    "max_inner_product": "<#>",
+    "l1": "<+>",
+    "hamming": "<~>",
+    "jaccard": "<%>",
+}
+_BINARY_DRIVERS = {"psycopg", "psycopg_async", "asyncpg"}
+_BIT_OID, _VARBIT_OID = 1560, 1562
+_EXTENSION_TYPES = {"vector": Kind.FLOAT32, "halfvec": Kind.FLOAT16, "sparsevec": Kind.SPARSE}
+_TYPE_QUERY = (
+    "SELECT t.typname, t.oid::int, n.nspname FROM pg_catalog.pg_type t "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+    "WHERE t.oid IN (to_regtype('vector')::oid, to_regtype('halfvec')::oid, to_regtype('sparsevec')::oid)"
+)
+
+
+# --------------------------------------------------------------------------- bound values
+
+
+class PgValue:
+    """A checked vector on its way to a binary-capable driver; the driver adapter encodes it."""
+
+    __slots__ = ("value",)
+    kind: ClassVar[Kind]
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def binary(self) -> bytes:
+        return codec.encode_pg_binary(self.kind, self.value)
+
+    def text(self) -> str:
+        return codec.encode_pg_text(self.kind, self.value)
+
+
+class PgVectorValue(PgValue):
+    __slots__ = ()
+    kind = Kind.FLOAT32
+
+
+class PgHalfvecValue(PgValue):
+    __slots__ = ()
+    kind = Kind.FLOAT16
+
+
+class PgBitValue(PgValue):
+    __slots__ = ()
+    kind = Kind.BIT
+
+
+class PgSparsevecValue(PgValue):
+    __slots__ = ()
+    kind = Kind.SPARSE
+
+
+_VALUE_CLASS: dict[Kind, type[PgValue]] = {c.kind: c for c in (PgVectorValue, PgHalfvecValue, PgBitValue, PgSparsevecValue)}
+
+
+# --------------------------------------------------------------------------- driver adapters
+
+
+def _fetch_types(dbapi_conn: Any, *, end_transaction: bool) -> dict[Kind, tuple[str, int, str]]:
+    """{kind: (type name, oid, schema)} for the pgvector types visible on this connection.
+
+    ``end_transaction`` is for pool events, where the lookup is the only work of its transaction;
+    inside a caller's transaction (right after CREATE EXTENSION) it must stay open.
+    """
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute(_TYPE_QUERY)
+        rows = cur.fetchall()
+    finally:
+        cur.close()
+    if end_transaction:
+        dbapi_conn.rollback()
+    return {_EXTENSION_TYPES[name]: (name, int(oid), schema) for name, oid, schema in rows}
+
+
+_psycopg_dumpers: dict[tuple[int, bool], type] = {}
+
+
+def _psycopg_dumper(oid: int) -> type:
+    """A psycopg Dumper class sending PgValue in binary with ``oid`` (text, unknown type, if 0)."""
+    key = (oid, oid != 0)
+    cls = _psycopg_dumpers.get(key)
+    if cls is None:
+        from psycopg.adapt import Dumper
+        from psycopg.pq import Format
+
+        if oid:
+
+            def dump(self: Any, obj: PgValue) -> bytes:
+                return obj.binary()
+
+            cls = type(f"VkBinaryDumper{oid}", (Dumper,), {"format": Format.BINARY, "oid": oid, "dump": dump})
+        else:
+
+            def dump_text(self: Any, obj: PgValue) -> bytes:
+                return obj.text().encode("ascii")
+
+            cls = type("VkTextDumper", (Dumper,), {"format": Format.TEXT, "dump": dump_text})
+        _psycopg_dumpers[key] = cls
+    return cls
+
+
+def _register_psycopg(driver_conn: Any, types: dict[Kind, tuple[str, int, str]]) -> None:
+    for kind, value_cls in _VALUE_CLASS.items():
+        oid = _BIT_OID if kind is Kind.BIT else types.get(kind, ("", 0, ""))[1]
+        driver_conn.adapters.register_dumper(value_cls, _psycopg_dumper(oid))
+
+
+def _asyncpg_codec(kind: Kind) -> tuple[Callable[[Any], bytes], Callable[[bytes], np.ndarray]]:
+    def encode(value: Any) -> bytes:
+        if isinstance(value, PgValue):
+            return value.binary()
+        return codec.encode_pg_binary(kind, codec.check(kind, value, None, "Query parameter"))
+
+    def decode(data: bytes) -> np.ndarray:
+        return codec.decode_pg_binary(kind, data)
+
+    return encode, decode
+
+
+def _register_asyncpg(dbapi_conn: Any, types: dict[Kind, tuple[str, int, str]]) -> None:
+    targets = [(name, schema, kind) for kind, (name, _, schema) in types.items()]
+    targets += [("bit", "pg_catalog", Kind.BIT), ("varbit", "pg_catalog", Kind.BIT)]
+
+    async def register(conn: Any) -> None:
+        for name, schema, kind in targets:
+            enc, dec = _asyncpg_codec(kind)
+            await conn.set_type_codec(name, schema=schema, encoder=enc, decoder=dec, format="binary")
+
+    dbapi_conn.run_async(register)
+
+
+def _register(dbapi_conn: Any, driver: str, info: dict[str, Any], *, in_transaction: bool = False) -> None:
+    """Teach one DBAPI connection our binary formats; remember if pgvector was not there yet."""
+    if driver not in _BINARY_DRIVERS:
+        return
+    types = _fetch_types(dbapi_conn, end_transaction=not in_transaction)
+    if driver == "asyncpg":
+        _register_asyncpg(dbapi_conn, types)
+    else:
+        _register_psycopg(getattr(dbapi_conn, "driver_connection", dbapi_conn), types)
+    info["vk_types_pending"] = Kind.FLOAT32 not in types
+
+
+# --------------------------------------------------------------------------- support
+
+
+class PostgreSQLSupport:
+    """:class:`~.base.DialectSupport` for PostgreSQL with the pgvector extension."""
+
+    name = "postgresql"
+
+    def col_spec(self, type_: VectorType) -> str:
+        base = _SQL_TYPE[type_.kind]
+        if type_.dim is None:
+            return "bit varying" if type_.kind is Kind.BIT else base
+        return f"{base}({type_.dim})"
+
+    def bind_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
+        kind, dim, subject = type_.kind, type_.dim, type_.describe
+        check = codec.CHECKERS[kind]
+        if dialect.driver in _BINARY_DRIVERS:
+            wrap = _VALUE_CLASS[kind]
+
+            def process(value: Any) -> Any:
+                return None if value is None else wrap(check(value, dim, subject))
+
+        else:
+
+            def process(value: Any) -> Any:
+                return None if value is None else codec.encode_pg_text(kind, check(value, dim, subject))
+
+        return process
+
+    def result_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
+        kind = type_.kind
+
+        def process(value: Any) -> Any:
+            if value is None or isinstance(value, np.ndarray):
+                return value
+            if isinstance(value, (bytes, memoryview)):
+                return codec.decode_pg_binary(kind, value)
+            if isinstance(value, str):
+                return codec.decode_pg_text(kind, value)
+            return codec.to_dense(kind, codec.check(kind, value, None, type_.describe))
+
+        return process
+
+    def literal_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], str] | None:
+        kind, spec = type_.kind, self.col_spec(type_)
+
+        def process(value: Any) -> str:
+            return f"'{codec.encode_pg_text(kind, type_.check(value))}'::{spec}"
+
+        return process
+
+    def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
+        return f"{_SEND[element.type.kind]}({compiler.process(element.element, **kw)})"
+
+    def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
+        left = compiler.process(element.left, **kw)
+        right = compiler.process(element.right, **kw)
+        if element.operator == "inner_product":
+            return f"(({left} <#> {right}) * -1)"
+        # post_process_text doubles '%' (jaccard's <%>) for drivers with pyformat placeholders.
+        return f"({left} {compiler.post_process_text(_OPERATORS[element.operator])} {right})"
+
+    def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
+        return None
+
+    def setup_engine(self, engine: Engine) -> None:
+        from ..types import BitVector, HalfVector, SparseVector, Vector
+
+        dialect = engine.dialect
+        # An instance attribute: reflection through this engine knows the pgvector types,
+        # other engines (and the dialect class) are untouched.
+        dialect.ischema_names = {  # type: ignore[attr-defined]
+            **dialect.ischema_names,  # type: ignore[attr-defined]
+            "vector": Vector,
+            "halfvec": HalfVector,
+            "sparsevec": SparseVector,
+            "bit": BitVector,
+        }
+        driver = dialect.driver
+
+        def on_connect(dbapi_conn: Any, record: Any) -> None:
+            _register(dbapi_conn, driver, record.info)
+
+        def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+            # pgvector was missing when this connection opened; it may exist now.
+            if record.info.get("vk_types_pending"):
+                _register(dbapi_conn, driver, record.info)
+
+        event.listen(engine, "connect", on_connect)
+        event.listen(engine, "checkout", on_checkout)
+
+    def before_create_table(self, table: Any, connection: Connection) -> None:
+        self.ensure_extension(connection)
+
+    def ensure_extension(self, connection: Connection) -> None:
+        """``CREATE EXTENSION IF NOT EXISTS vector`` unless present; clear error if impossible."""
+        present = connection.exec_driver_sql("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'vector'").scalar()
+        if present:
+            return
+        try:
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+        except DBAPIError as err:
+            raise ExtensionError(_explain_extension_error(connection, err)) from err
+        raw = connection.connection
+        _register(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
+
+    def inspect(self, connection: Connection) -> VectorInventory:
+        from ..inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory
+
+        version = connection.exec_driver_sql(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector'"
+        ).scalar()
+        columns = [
+            VectorColumnInfo(schema=s, table=t, column=c, type=_TYPE_NAMES[typ], dim=None if mod < 1 else mod)
+            for s, t, c, typ, mod in connection.execute(text(_COLUMNS_QUERY))
+        ]
+        indexes = [
+            VectorIndexInfo(
+                schema=s,
+                table=t,
+                name=name,
+                method=method,
+                expression=expr,
+                opclass=opclass,
+                options=dict(o.split("=", 1) for o in (opts or [])),
+                where=where,
+                definition=definition,
+            )
+            for s, t, name, method, expr, opclass, opts, where, definition in connection.execute(text(_INDEX_QUERY))
+        ]
+        return VectorInventory(
+            dialect="postgresql", extension="pgvector", extension_version=version, columns=columns, indexes=indexes
+        )
+
+
+_TYPE_NAMES = {"vector": "Vector", "halfvec": "HalfVector", "bit": "BitVector", "sparsevec": "SparseVector"}
+_COLUMNS_QUERY = """
+SELECT n.nspname, c.relname, a.attname, t.typname, a.atttypmod
+FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+WHERE t.typname IN ('vector', 'halfvec', 'sparsevec', 'bit') AND a.attnum > 0 AND NOT a.attisdropped
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+ORDER BY 1, 2, a.attnum
+"""
+_INDEX_QUERY = """
+SELECT n.nspname, t.relname, i.relname, am.amname, pg_catalog.pg_get_indexdef(i.oid, 1, true),
+       opc.opcname, i.reloptions, pg_catalog.pg_get_expr(ix.indpred, ix.indrelid),
+       pg_catalog.pg_get_indexdef(i.oid)
+FROM pg_catalog.pg_index ix
+JOIN pg_catalog.pg_class i ON i.oid = ix.indexrelid
+JOIN pg_catalog.pg_class t ON t.oid = ix.indrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace
+JOIN pg_catalog.pg_am am ON am.oid = i.relam
+LEFT JOIN pg_catalog.pg_opclass opc ON opc.oid = ix.indclass[0]
+WHERE am.amname IN ('hnsw', 'ivfflat')
+ORDER BY 1, 2, 3
+"""
+
+
+def _explain_extension_error(connection: Connection, err: DBAPIError) -> str:
+    orig = err.orig
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    text = str(orig)
+    if state == "42501" or re.search(r"permission denied", text, re.I):
+        return (
+            "The current role may not create the pgvector extension; ask a superuser (or, from "
+            "PostgreSQL 13, the database owner) to run CREATE EXTENSION vector in this database, "
+            f"then retry (server said: {text.strip().splitlines()[0]})."
+        )
+    if state in ("0A000", "58P01") or re.search(r"not available|could not open extension control file", text, re.I):
+        return (
+            "The PostgreSQL server has no pgvector extension to create; install pgvector on the "
+            "database server (e.g. the postgresql-<version>-pgvector package, or build it from "
+            f"source) and retry (server said: {text.strip().splitlines()[0]})."
+        )
+    return f"CREATE EXTENSION vector failed: {text.strip().splitlines()[0]}."
+
+
+SUPPORT = PostgreSQLSupport()

@@ -1,0 +1,208 @@
+"""SQLite + sqlite-vec: DDL, BLOB transport, operators, extension loading, reflection, inspection.
+
+Vectors are stored as sqlite-vec BLOBs (float32 little-endian; bits packed LSB first). Where the
+interpreter's ``sqlite3`` cannot load extensions (pyenv builds, macOS system Python) the engine
+uses ``pysqlite3`` or ``sqlean`` instead. sqlite-vec has no inner-product or Jaccard function:
+inner product is a per-connection numpy function, Jaccard is composed from Hamming distances.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine.interfaces import Dialect
+
+from .. import codec
+from .._optional import require
+from ..codec import Kind
+from ..exc import MissingDependencyError, UnsupportedDialectError
+
+if TYPE_CHECKING:
+    from ..comparator import VectorDistance, VectorOutput
+    from ..inspection import VectorInventory
+    from ..types import VectorType
+
+_SQL_TYPE = {Kind.FLOAT32: "VECTOR", Kind.FLOAT16: "HALFVEC", Kind.BIT: "BITVECTOR"}
+_TYPE_NAMES = {"VECTOR": "Vector", "HALFVEC": "HalfVector", "BITVECTOR": "BitVector"}
+_DECLARED = re.compile(r"^\s*(VECTOR|HALFVEC|BITVECTOR)\s*(?:\(\s*(\d+)\s*\))?\s*$", re.I)
+_EXTENSION_DRIVERS = ("pysqlite3.dbapi2", "sqlean.dbapi2")
+
+
+def _inner_product(a: bytes | None, b: bytes | None) -> float | None:
+    if a is None or b is None:
+        return None
+    x, y = np.frombuffer(a, dtype="<f4"), np.frombuffer(b, dtype="<f4")
+    if x.shape != y.shape:
+        raise ValueError(f"vectors have {x.shape[0]} and {y.shape[0]} dimensions")
+    return float(np.dot(x, y))
+
+
+def _unsupported_sparse(what: str) -> UnsupportedDialectError:
+    return UnsupportedDialectError(
+        f"{what} uses SparseVector, which SQLite + sqlite-vec cannot store; "
+        "use PostgreSQL + pgvector for sparse vectors or a dense Vector column on SQLite."
+    )
+
+
+def extension_capable_module() -> ModuleType | None:
+    """A sqlite3-compatible module that can load extensions, or None if the stdlib one can."""
+    import sqlite3
+
+    if hasattr(sqlite3.Connection, "enable_load_extension"):
+        return None
+    for name in _EXTENSION_DRIVERS:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise MissingDependencyError(
+        "SQLite vector support needs a sqlite3 module that can load extensions and this Python's "
+        "cannot; install one with: pip install 'sqlalchemy-vectorknobs[sqlite]'."
+    )
+
+
+def load_sqlite_vec(dbapi_conn: Any) -> None:
+    """Load sqlite-vec and the package's SQL functions into one DBAPI connection."""
+    sqlite_vec = require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
+    raw = getattr(dbapi_conn, "driver_connection", dbapi_conn)
+    if not hasattr(raw, "enable_load_extension"):
+        raise MissingDependencyError(
+            f"The SQLite driver {type(raw).__module__} cannot load extensions, so sqlite-vec cannot be "
+            "loaded; use the default pysqlite driver with pip install 'sqlalchemy-vectorknobs[sqlite]'."
+        )
+    raw.enable_load_extension(True)
+    try:
+        raw.load_extension(sqlite_vec.loadable_path())
+    finally:
+        raw.enable_load_extension(False)
+    raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
+
+
+class SQLiteSupport:
+    """:class:`~.base.DialectSupport` for SQLite with the sqlite-vec extension."""
+
+    name = "sqlite"
+
+    def col_spec(self, type_: VectorType) -> str:
+        if type_.kind is Kind.SPARSE:
+            raise _unsupported_sparse(type_.subject)
+        base = _SQL_TYPE[type_.kind]
+        return base if type_.dim is None else f"{base}({type_.dim})"
+
+    def bind_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
+        kind, dim, subject = type_.kind, type_.dim, type_.describe
+        if kind is Kind.SPARSE:
+            raise _unsupported_sparse(type_.subject)
+        check = codec.CHECKERS[kind]
+        if kind is Kind.FLOAT32:
+
+            def process(value: Any) -> Any:
+                return None if value is None else check(value, dim, subject).tobytes()
+
+        else:
+
+            def process(value: Any) -> Any:
+                return None if value is None else codec.encode_sqlite(kind, check(value, dim, subject))
+
+        return process
+
+    def result_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
+        kind, dim = type_.kind, type_.dim
+        if kind is Kind.FLOAT32:
+
+            def process(value: Any) -> Any:
+                return None if value is None else np.frombuffer(value, dtype="<f4").copy()
+
+        else:
+
+            def process(value: Any) -> Any:
+                return None if value is None else codec.decode_sqlite(kind, value, dim)
+
+        return process
+
+    def literal_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], str] | None:
+        kind = type_.kind
+
+        def process(value: Any) -> str:
+            return f"X'{codec.encode_sqlite(kind, type_.check(value)).hex()}'"
+
+        return process
+
+    def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
+        return str(compiler.process(element.element, **kw))
+
+    def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
+        if element.vector_type.kind is Kind.SPARSE:
+            raise _unsupported_sparse(f"The {element.operator} distance on {element.vector_type.subject}")
+        a = compiler.process(element.left, **kw)
+        b = compiler.process(element.right, **kw)
+        op = element.operator
+        if op in ("l2", "cosine", "l1"):
+            return f"vec_distance_{op}({a}, {b})"
+        if op == "inner_product":
+            return f"vk_inner_product({a}, {b})"
+        if op == "max_inner_product":
+            return f"(-vk_inner_product({a}, {b}))"
+        hamming = f"vec_distance_hamming(vec_bit({a}), vec_bit({b}))"
+        if op == "hamming":
+            return hamming
+        # Jaccard from popcounts: |a|+|b| = 2|a&b| + hamming, so 1 - |a&b|/|a|b| = 2h / (|a|+|b|+h).
+        ones_a = f"vec_distance_hamming(vec_bit({a}), vec_bit(zeroblob(length({a}))))"
+        ones_b = f"vec_distance_hamming(vec_bit({b}), vec_bit(zeroblob(length({b}))))"
+        return f"(2.0 * {hamming} / ({ones_a} + {ones_b} + {hamming}))"
+
+    def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
+        require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
+        if url.get_driver_name() == "pysqlite" and "module" not in kwargs:
+            module = extension_capable_module()
+            if module is not None:
+                kwargs["module"] = module
+
+    def setup_engine(self, engine: Engine) -> None:
+        from ..types import BitVector, HalfVector, Vector
+
+        dialect = engine.dialect
+        dialect.ischema_names = {  # type: ignore[attr-defined]
+            **dialect.ischema_names,  # type: ignore[attr-defined]
+            "VECTOR": Vector,
+            "HALFVEC": HalfVector,
+            "BITVECTOR": BitVector,
+        }
+
+        def on_connect(dbapi_conn: Any, record: Any) -> None:
+            load_sqlite_vec(dbapi_conn)
+
+        event.listen(engine, "connect", on_connect)
+
+    def before_create_table(self, table: Any, connection: Connection) -> None:
+        for column in table.columns:
+            if getattr(column.type, "kind", None) is Kind.SPARSE:
+                raise _unsupported_sparse(f"Column '{table.name}.{column.name}'")
+
+    def inspect(self, connection: Connection) -> VectorInventory:
+        from ..inspection import VectorColumnInfo, VectorInventory
+
+        version = connection.exec_driver_sql("SELECT vec_version()").scalar()
+        columns = []
+        tables = connection.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        ).scalars()
+        for table in list(tables):
+            quoted = connection.dialect.identifier_preparer.quote(table)
+            for row in connection.exec_driver_sql(f"PRAGMA table_info({quoted})"):
+                match = _DECLARED.match(row[2] or "")
+                if match:
+                    dim = int(match.group(2)) if match.group(2) else None
+                    columns.append(
+                        VectorColumnInfo(schema=None, table=table, column=row[1], type=_TYPE_NAMES[match.group(1).upper()], dim=dim)
+                    )
+        return VectorInventory(dialect="sqlite", extension="sqlite-vec", extension_version=version, columns=columns, indexes=[])
+
+
+SUPPORT = SQLiteSupport()

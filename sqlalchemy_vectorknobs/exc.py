@@ -1,0 +1,59 @@
+"""Every error the package raises: one root, each also the matching built-in.
+
+All errors carry SQLAlchemy's ``DontWrapMixin`` so that an error raised while a
+statement's parameters are processed (a bad vector caught at bind time) reaches
+the caller as itself, not wrapped in ``sqlalchemy.exc.StatementError``::
+
+    try:
+        session.add(Doc(embedding=[1.0, 2.0]))
+        session.flush()
+    except vk.DimensionMismatchError as err:
+        print(err)   # Column 'doc.embedding' expects 3 dimensions, got 2.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DontWrapMixin
+
+__all__ = [
+    "VectorKnobsError",
+    "InvalidVectorError",
+    "DimensionMismatchError",
+    "VectorTypeError",
+    "IncompatibleOperatorError",
+    "UnsupportedDialectError",
+    "MissingDependencyError",
+    "ExtensionError",
+]
+
+
+class VectorKnobsError(DontWrapMixin, Exception):
+    """Root of every error raised by sqlalchemy-vectorknobs."""
+
+
+class InvalidVectorError(VectorKnobsError, ValueError):
+    """A vector value is malformed: NaN/Inf, empty, wrong shape, out of range."""
+
+
+class DimensionMismatchError(InvalidVectorError):
+    """A vector has a different number of dimensions than its column declares."""
+
+
+class VectorTypeError(InvalidVectorError, TypeError):
+    """A value is not something a vector can be made from (strings, None, objects)."""
+
+
+class IncompatibleOperatorError(VectorKnobsError, TypeError):
+    """A distance operator was used on a vector type it does not apply to."""
+
+
+class UnsupportedDialectError(VectorKnobsError, NotImplementedError):
+    """The database dialect cannot store a type or evaluate an operator."""
+
+
+class MissingDependencyError(VectorKnobsError, ImportError):
+    """An optional package needed for a feature is not installed."""
+
+
+class ExtensionError(VectorKnobsError, RuntimeError):
+    """The database's vector extension is missing or may not be created."""

@@ -1,0 +1,69 @@
+"""``inspect_vectors``: what vector machinery a database has (extension, columns, indexes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from sqlalchemy.engine import Connection, Engine
+
+from . import dialects
+
+__all__ = ["inspect_vectors", "VectorInventory", "VectorColumnInfo", "VectorIndexInfo"]
+
+
+@dataclass(frozen=True)
+class VectorColumnInfo:
+    """One vector column: where it is, its ``vk`` type name and dimension (None if unconstrained)."""
+
+    schema: Optional[str]
+    table: str
+    column: str
+    type: str
+    dim: Optional[int]
+
+
+@dataclass(frozen=True)
+class VectorIndexInfo:
+    """One vector index with its access method, indexed expression, operator class and options."""
+
+    schema: Optional[str]
+    table: str
+    name: str
+    method: str
+    expression: str
+    opclass: Optional[str] = None
+    options: dict[str, str] = field(default_factory=dict)
+    where: Optional[str] = None
+    definition: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class VectorInventory:
+    """The report of :func:`inspect_vectors`."""
+
+    dialect: str
+    extension: str
+    extension_version: Optional[str]
+    columns: list[VectorColumnInfo]
+    indexes: list[VectorIndexInfo]
+
+
+def inspect_vectors(bind: Engine | Connection) -> VectorInventory:
+    """Report the vector extension version, vector columns and vector indexes of a database.
+
+    Works with an ``Engine`` or a ``Connection``; for an ``AsyncEngine`` use
+    ``await conn.run_sync(vk.inspect_vectors)``::
+
+        report = vk.inspect_vectors(engine)
+        print(report.extension, report.extension_version)
+        for col in report.columns:
+            print(col.table, col.column, col.type, col.dim)
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            return inspect_vectors(conn)
+    result: VectorInventory = dialects.for_dialect(bind.dialect).inspect(bind)
+    return result
+
+
