@@ -147,5 +147,7 @@ class VectorComparator(UserDefinedType.Comparator[Any]):
                 f"{type_.subject} is a {type(type_).__name__}, which has no {metric.value} distance; "
                 f"its distances are {allowed}."
             )
+        if hasattr(other, "__clause_element__"):  # ORM attributes, aliased columns
+            other = other.__clause_element__()
         right = other if isinstance(other, ClauseElement) else literal(other, type_)
         return VectorDistance(self.expr, right, operator)  # type: ignore[arg-type]

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import enum
 
-from .exc import VectorKnobsError
+from .exc import InvalidDistanceError
 
-__all__ = ["Distance", "InvalidDistanceError"]
-
-
-class InvalidDistanceError(VectorKnobsError, ValueError):
-    """A metric name is not one of the known distances or their aliases."""
+__all__ = ["Distance"]
 
 
 class Distance(str, enum.Enum):

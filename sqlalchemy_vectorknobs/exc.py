@@ -21,6 +21,7 @@ __all__ = [
     "DimensionMismatchError",
     "VectorTypeError",
     "IncompatibleOperatorError",
+    "InvalidDistanceError",
     "UnsupportedDialectError",
     "MissingDependencyError",
     "ExtensionError",
@@ -45,6 +46,10 @@ class VectorTypeError(InvalidVectorError, TypeError):
 
 class IncompatibleOperatorError(VectorKnobsError, TypeError):
     """A distance operator was used on a vector type it does not apply to."""
+
+
+class InvalidDistanceError(VectorKnobsError, ValueError):
+    """A metric name is not one of the known distances or their aliases."""
 
 
 class UnsupportedDialectError(VectorKnobsError, NotImplementedError):

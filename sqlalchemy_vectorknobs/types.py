@@ -47,6 +47,9 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):  # type: ignor
     metrics: ClassVar[frozenset[Distance]] = _FLOAT_METRICS
     cache_ok = True
     comparator_factory = VectorComparator
+    # Dialects that type their parameters by casting (asyncpg, psycopg) render ``$1::vector(3)``,
+    # so a vector parameter has a type even where the server could not infer one.
+    render_bind_cast = True
 
     def __init__(self, dim: int | str | None = None) -> None:
         if dim is not None:
@@ -60,7 +63,6 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):  # type: ignor
                 raise InvalidVectorError(f"{type(self).__name__} dimension {dim} is not positive; pass a whole number of at least 1.")
         self.dim: int | None = dim
         self._column_ref: Optional[weakref.ref[Any]] = None
-        self._shared = False
 
     # ------------------------------------------------------------------ naming for errors
 
@@ -74,7 +76,7 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):  # type: ignor
     @property
     def subject(self) -> str:
         """How error messages name this type's values: the column when it is known."""
-        col = self._column_ref() if self._column_ref is not None and not self._shared else None
+        col = self._column_ref() if self._column_ref is not None else None
         table = getattr(col, "table", None)
         if col is not None and table is not None:
             return f"Column '{table.name}.{col.name}'"
@@ -88,19 +90,24 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):  # type: ignor
 
     def copy(self, **kw: Any) -> VectorType:
         new = super().copy(**kw)
-        new._column_ref, new._shared = None, False
+        new._column_ref = None
         return new
 
     def adapt(self, cls: type[Any], **kw: Any) -> Any:
         # The dialect-level copy does the binding, so it must still know its column.
         new = super().adapt(cls, **kw)
-        new._column_ref, new._shared = self._column_ref, self._shared
+        new._column_ref = self._column_ref
         return new
 
     def _set_parent(self, parent: Any, **kw: Any) -> None:
         current = self._column_ref() if self._column_ref is not None else None
         if current is not None and current is not parent:
-            self._shared = True  # one instance on two columns: errors name the type instead
+            # One instance declared on two columns: this column gets its own copy, so each
+            # column's errors name that column.
+            own = self.copy()
+            parent.type = own
+            own._set_parent(parent)
+            return
         self._column_ref = weakref.ref(parent)
         event.listen(parent, "after_parent_attach", _on_column_attached)
 

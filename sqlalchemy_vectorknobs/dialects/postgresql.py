@@ -42,6 +42,8 @@ _OPERATORS = {
     "hamming": "<~>",
     "jaccard": "<%>",
 }
+#: The extension ``create_all`` installs (a constant so tests can aim at one that does not exist).
+EXTENSION = "vector"
 _BINARY_DRIVERS = {"psycopg", "psycopg_async", "asyncpg"}
 _BIT_OID, _VARBIT_OID = 1560, 1562
 _EXTENSION_TYPES = {"vector": Kind.FLOAT32, "halfvec": Kind.FLOAT16, "sparsevec": Kind.SPARSE}
@@ -280,11 +282,14 @@ class PostgreSQLSupport:
 
     def ensure_extension(self, connection: Connection) -> None:
         """``CREATE EXTENSION IF NOT EXISTS vector`` unless present; clear error if impossible."""
-        present = connection.exec_driver_sql("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'vector'").scalar()
+        present = connection.execute(
+            text("SELECT 1 FROM pg_catalog.pg_extension WHERE extname = :name"), {"name": EXTENSION}
+        ).scalar()
         if present:
             return
         try:
-            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+            quoted = connection.dialect.identifier_preparer.quote(EXTENSION)
+            connection.exec_driver_sql(f"CREATE EXTENSION IF NOT EXISTS {quoted}")
         except DBAPIError as err:
             raise ExtensionError(_explain_extension_error(connection, err)) from err
         raw = connection.connection
