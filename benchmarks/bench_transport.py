@@ -50,10 +50,11 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -157,7 +158,9 @@ def print_table(title: str, unit: str, rows: list[tuple[str, Stat, str]], note: 
     width = max(len(r[0]) for r in rows)
     print(f"  {'path':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}  ratio")
     for label, stat, ratio in rows:
-        print(f"  {label:<{width}}  {stat.median:>10.{digits}f}  {stat.min:>10.{digits}f}  {stat.max:>10.{digits}f}  {ratio}")
+        print(
+            f"  {label:<{width}}  {stat.median:>10.{digits}f}  {stat.min:>10.{digits}f}  {stat.max:>10.{digits}f}  {ratio}"
+        )
     print(f"  (times in {unit})")
 
 
@@ -198,19 +201,25 @@ def start_server(stack: ExitStack) -> Server:
 def print_header(cfg: Config, server: Server, pg_engine: Engine, sqlite_engine: Engine) -> None:
     with pg_engine.connect() as conn:
         server_version = conn.exec_driver_sql("SHOW server_version").scalar()
-        extversion = conn.exec_driver_sql("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector'").scalar()
+        extversion = conn.exec_driver_sql(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'vector'"
+        ).scalar()
     with sqlite_engine.connect() as conn:
         vec_version = conn.exec_driver_sql("SELECT vec_version()").scalar()
         sqlite_version = conn.exec_driver_sql("SELECT sqlite_version()").scalar()
     print("sqlalchemy-vectorknobs transport benchmark")
-    print(f"  python            {platform.python_version()} ({platform.python_implementation()}, {platform.machine()}, {os.cpu_count()} CPUs)")
+    print(
+        f"  python            {platform.python_version()} ({platform.python_implementation()}, {platform.machine()}, {os.cpu_count()} CPUs)"
+    )
     print(f"  numpy             {np.__version__}")
     print(f"  sqlalchemy        {sa.__version__}")
     print(f"  psycopg           {psycopg.__version__} (libpq wrapper: {psycopg.pq.__impl__})")
     print(f"  pgvector-python   {pkg_version('pgvector')}")
     print(f"  vectorknobs       {vk.__version__}")
     print(f"  PostgreSQL        {server_version}, pgvector extension {extversion} [{server.origin}]")
-    print(f"  SQLite            {sqlite_version}, sqlite-vec {vec_version} (driver module {sqlite_engine.dialect.dbapi.__name__})")
+    print(
+        f"  SQLite            {sqlite_version}, sqlite-vec {vec_version} (driver module {getattr(sqlite_engine.dialect.dbapi, '__name__', '?')})"
+    )
     print(
         f"  mode              {cfg.name}: "
         f"{cfg.repeats} repeats after 1 warm-up; micro {cfg.micro_calls} calls/repeat; end-to-end {cfg.rows:,} rows"
@@ -448,13 +457,16 @@ def bench_end_to_end(cfg: Config, ours: Stack, base: Stack) -> float:
     ins = {k: Stat(tuple(v)) for k, v in insert.items()}
     fet = {k: Stat(tuple(v)) for k, v in fetch.items()}
     speedup = ins[base.name].median / ins[ours.name].median
-    fetch_speedup = fet[base.name].median / fet[ours.name].median
     print_table(
         f"3a. End to end, PostgreSQL: ORM add_all + commit of {cfg.rows:,} rows x {E2E_DIM}-d numpy float32",
         "seconds",
         [
             (f"vk.Vector({E2E_DIM})       [vk.create_engine]", ins[ours.name], "reference"),
-            (f"pgvector VECTOR({E2E_DIM}) [sa.create_engine]", ins[base.name], vs_baseline(ins[base.name].median, ins[ours.name].median)),
+            (
+                f"pgvector VECTOR({E2E_DIM}) [sa.create_engine]",
+                ins[base.name],
+                vs_baseline(ins[base.name].median, ins[ours.name].median),
+            ),
         ],
         note=f"per row: vk {ins[ours.name].median / cfg.rows * 1e6:.1f} µs, "
         f"pgvector {ins[base.name].median / cfg.rows * 1e6:.1f} µs; fresh tables every repeat, order alternates",
@@ -465,7 +477,11 @@ def bench_end_to_end(cfg: Config, ours: Stack, base: Stack) -> float:
         "seconds",
         [
             (f"vk.Vector({E2E_DIM})       -> ndarray", fet[ours.name], "reference"),
-            (f"pgvector VECTOR({E2E_DIM}) -> list", fet[base.name], vs_baseline(fet[base.name].median, fet[ours.name].median)),
+            (
+                f"pgvector VECTOR({E2E_DIM}) -> list",
+                fet[base.name],
+                vs_baseline(fet[base.name].median, fet[ours.name].median),
+            ),
         ],
         note=f"per row: vk {fet[ours.name].median / cfg.rows * 1e6:.1f} µs, pgvector {fet[base.name].median / cfg.rows * 1e6:.1f} µs",
         digits=4,
@@ -528,9 +544,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return "met" if ok else "MISSED"
 
         print("\nTargets (information only, not asserted):")
-        print(f"  bind  <= {TARGET_US:g} µs/vector ({MICRO_DIM}-d, worst of PG/SQLite): {bind_us:.2f} µs -> {verdict(bind_us <= TARGET_US)}")
-        print(f"  fetch <= {TARGET_US:g} µs/vector ({MICRO_DIM}-d, worst of PG/SQLite): {fetch_us:.2f} µs -> {verdict(fetch_us <= TARGET_US)}")
-        print(f"  add_all + commit speedup >= {TARGET_SPEEDUP:g}x: {speedup:.2f}x -> {verdict(speedup >= TARGET_SPEEDUP)}")
+        print(
+            f"  bind  <= {TARGET_US:g} µs/vector ({MICRO_DIM}-d, worst of PG/SQLite): {bind_us:.2f} µs -> {verdict(bind_us <= TARGET_US)}"
+        )
+        print(
+            f"  fetch <= {TARGET_US:g} µs/vector ({MICRO_DIM}-d, worst of PG/SQLite): {fetch_us:.2f} µs -> {verdict(fetch_us <= TARGET_US)}"
+        )
+        print(
+            f"  add_all + commit speedup >= {TARGET_SPEEDUP:g}x: {speedup:.2f}x -> {verdict(speedup >= TARGET_SPEEDUP)}"
+        )
         if speedup < TARGET_SPEEDUP and not cfg.profile:
             print("  (run with --profile to see where the add_all time goes)")
     print(f"\ntotal wall time {time.perf_counter() - started:.1f} s")

@@ -26,7 +26,7 @@ import enum
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -263,7 +263,7 @@ def check(kind: Kind, value: Any, dim: int | None, subject: Subject) -> Any:
     return CHECKERS[kind](value, dim, subject)
 
 
-CHECKERS = {
+CHECKERS: dict[Kind, Callable[[Any, Optional[int], Subject], Any]] = {
     Kind.FLOAT32: check_dense,
     Kind.FLOAT16: check_half,
     Kind.BIT: check_bits,

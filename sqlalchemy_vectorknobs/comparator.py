@@ -89,6 +89,10 @@ class VectorOutput(ColumnElement[Any]):
         self.type = type_
 
     @property
+    def vector_type(self) -> VectorType:
+        return self.type  # type: ignore[return-value]
+
+    @property
     def _from_objects(self) -> Any:
         return self.element._from_objects
 

@@ -40,7 +40,7 @@ _FLOAT_METRICS = frozenset({Distance.L2, Distance.COSINE, Distance.INNER_PRODUCT
 _BIT_METRICS = frozenset({Distance.HAMMING, Distance.JACCARD})
 
 
-class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):  # type: ignore[misc]
+class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
     """Base of the vector column types; ``dim=None`` accepts any dimension."""
 
     kind: ClassVar[Kind]

@@ -238,7 +238,7 @@ class PostgreSQLSupport:
         return process
 
     def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
-        return f"{_SEND[element.type.kind]}({compiler.process(element.element, **kw)})"
+        return f"{_SEND[element.vector_type.kind]}({compiler.process(element.element, **kw)})"
 
     def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
         left = compiler.process(element.left, **kw)

@@ -100,15 +100,9 @@ class SQLiteSupport:
         if kind is Kind.SPARSE:
             raise _unsupported_sparse(type_.subject)
         check = codec.CHECKERS[kind]
-        if kind is Kind.FLOAT32:
 
-            def process(value: Any) -> Any:
-                return None if value is None else check(value, dim, subject).tobytes()
-
-        else:
-
-            def process(value: Any) -> Any:
-                return None if value is None else codec.encode_sqlite(kind, check(value, dim, subject))
+        def process(value: Any) -> Any:
+            return None if value is None else codec.encode_sqlite(kind, check(value, dim, subject))
 
         return process
 

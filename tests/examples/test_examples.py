@@ -1,0 +1,43 @@
+"""Every example script runs as a user would run it, and its output says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(name: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_quickstart_on_sqlite() -> None:
+    out = run_example("quickstart.py")
+    assert "Stored 320 products" in out
+    rows = [line for line in out.splitlines() if line.split(" ")[0].endswith(("distance", "product"))]
+    assert len(rows) == 4 and all(line.rstrip().endswith("yes") for line in rows), out
+    assert all("kitchen,kitchen,kitchen,kitchen,kitchen" in line for line in rows), out
+
+
+def test_quickstart_on_postgresql(pg_url: sa.URL) -> None:
+    name = f"vk_ex_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        url = pg_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+        out = run_example("quickstart.py", url)
+        assert out.count(" yes") == 4, out
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
