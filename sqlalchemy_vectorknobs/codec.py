@@ -109,8 +109,8 @@ def _as_array(value: Any, subject: Subject, accepted: str) -> np.ndarray:
     if isinstance(value, (list, tuple, array.array)) or hasattr(value, "__array__"):
         try:
             return np.asarray(value)
-        except (ValueError, TypeError) as err:  # ragged nesting
-            raise VectorTypeError(f"{_s(subject)} got a malformed sequence ({err}); expected {accepted}.") from None
+        except (ValueError, TypeError):  # ragged nesting
+            raise VectorTypeError(f"{_s(subject)} got a malformed (ragged or nested) sequence; expected {accepted}.") from None
     raise VectorTypeError(f"{_s(subject)} got a {type(value).__name__}; expected {accepted}.")
 
 
@@ -125,40 +125,50 @@ def _check_shape(arr: np.ndarray, dim: int | None, subject: Subject) -> None:
         raise DimensionMismatchError(f"{_s(subject)} expects {dim} dimensions, got {arr.shape[0]}.")
 
 
-def _check_finite(arr: F32, subject: Subject) -> None:
-    # A float32 sum is finite whenever every element is finite and no overflow occurs;
-    # only when it is not do we pay for the element-wise check that finds the culprit.
-    if math.isfinite(arr.sum()):
+def _check_finite(arr: F32, subject: Subject, positions: np.ndarray | None = None) -> None:
+    # A float64 sum of float32 values cannot overflow, so it is finite exactly when every element
+    # is; only then do we skip the element-wise check that finds the culprit.
+    if math.isfinite(arr.sum(dtype=np.float64)):
         return
     bad = np.flatnonzero(~np.isfinite(arr))
     if bad.size:
         i = int(bad[0])
+        where = i if positions is None else int(positions[i])
         raise InvalidVectorError(
-            f"{_s(subject)} got {arr[i]} at index {i}; vectors accept only finite numbers (no NaN or infinity)."
+            f"{_s(subject)} got {arr[i]} at index {where}; vectors accept only finite numbers (no NaN or infinity)."
         )
+
+
+def _to_float32(arr: np.ndarray, subject: Subject, accepted: str, positions: np.ndarray | None = None) -> F32:
+    """Numeric array -> native float32, refusing non-numbers, float32 overflow and NaN/Inf.
+
+    ``positions`` maps element order to the index reported in errors (sparse vectors).
+    """
+    if arr.dtype != np.float32 or not arr.dtype.isnative:
+        if arr.dtype.kind not in "fiu":
+            raise VectorTypeError(f"{_s(subject)} got non-numeric values of dtype '{arr.dtype}'; expected {accepted}.")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize > 4:
+            with np.errstate(invalid="ignore"):
+                over = np.flatnonzero(np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max))
+            if over.size:
+                i = int(over[0])
+                where = i if positions is None else int(positions[i])
+                raise InvalidVectorError(
+                    f"{_s(subject)} got {arr[i]} at index {where}, which overflows float32; "
+                    "vectors accept only finite float32 values."
+                )
+        arr = arr.astype(np.float32)
+    _check_finite(arr, subject, positions)
+    return arr
 
 
 def check_dense(value: Any, dim: int | None, subject: Subject) -> F32:
     """Validate ``value`` as a dense vector and return it as a 1-D float32 array."""
     arr = _as_array(value, subject, _ACCEPTED)
-    if arr.dtype != np.float32 or not arr.dtype.isnative:
-        kind = arr.dtype.kind
-        if kind not in "fiu":
-            raise VectorTypeError(
-                f"{_s(subject)} got non-numeric values of dtype '{arr.dtype}'; expected {_ACCEPTED}."
-            )
-        if kind == "f" and arr.size and arr.dtype.itemsize > 4:
-            big = np.abs(arr[np.isfinite(arr)])
-            if big.size and big.max() > np.finfo(np.float32).max:
-                i = int(np.flatnonzero(np.isfinite(arr) & (np.abs(arr) > np.finfo(np.float32).max))[0])
-                raise InvalidVectorError(
-                    f"{_s(subject)} got {arr[i]} at index {i}, which overflows float32; "
-                    "vectors accept only finite float32 values."
-                )
-        arr = arr.astype(np.float32)
+    if arr.dtype.kind not in "fiu":
+        raise VectorTypeError(f"{_s(subject)} got non-numeric values of dtype '{arr.dtype}'; expected {_ACCEPTED}.")
     _check_shape(arr, dim, subject)
-    _check_finite(arr, subject)
-    return arr
+    return _to_float32(arr, subject, _ACCEPTED)
 
 
 def check_half(value: Any, dim: int | None, subject: Subject) -> npt.NDArray[np.float16]:
@@ -210,10 +220,10 @@ def check_sparse(value: Any, dim: int | None, subject: Subject) -> SparseValue:
                 "declare SparseVector(dim) or pass a scipy or pgvector sparse vector."
             )
         vdim = dim
-        try:
-            idx = np.fromiter(value.keys(), dtype=np.int64, count=len(value))
-        except (TypeError, ValueError):
-            raise VectorTypeError(f"{_s(subject)} got non-integer indices; expected {_ACCEPTED_SPARSE}.") from None
+        keys = np.asarray(list(value.keys()))
+        if keys.size and keys.dtype.kind not in "iu":
+            raise VectorTypeError(f"{_s(subject)} got non-integer indices; expected {_ACCEPTED_SPARSE}.")
+        idx = keys.astype(np.int64)
         vals = _as_array(list(value.values()), subject, _ACCEPTED_SPARSE)
     elif hasattr(value, "tocoo"):  # scipy.sparse matrix or array
         coo = value.tocoo()
@@ -239,11 +249,11 @@ def check_sparse(value: Any, dim: int | None, subject: Subject) -> SparseValue:
         raise DimensionMismatchError(f"{_s(subject)} expects {dim} dimensions, got {vdim}.")
     if vdim <= 0:
         raise InvalidVectorError(f"{_s(subject)} got a sparse vector with {vdim} dimensions; at least one is required.")
-    if vals.dtype.kind not in "fiu":
-        raise VectorTypeError(f"{_s(subject)} got non-numeric values of dtype '{vals.dtype}'; expected {_ACCEPTED_SPARSE}.")
-    vals = vals.astype(np.float32).reshape(-1)
-    if vals.size:
-        _check_finite(vals, subject)
+    if vals.ndim != 1 or vals.shape[0] != idx.shape[0]:
+        raise InvalidVectorError(
+            f"{_s(subject)} got sparse values of shape {vals.shape} for {idx.shape[0]} indices; each index needs one number."
+        )
+    vals = _to_float32(vals, subject, _ACCEPTED_SPARSE, positions=idx) if vals.size else vals.astype(np.float32)
     out_of_range = np.flatnonzero((idx < 0) | (idx >= vdim))
     if out_of_range.size:
         raise InvalidVectorError(

@@ -45,9 +45,8 @@ from sqlalchemy_vectorknobs.exc import (
     VectorTypeError,
 )
 
-# check_dense sums the float32 values to test finiteness; large valid values make that sum overflow
-# and numpy warn (a codec bug, see test_large_finite_values_do_not_warn). Keep the other tests quiet.
-pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in reduce:RuntimeWarning")
+# Validation must never make numpy warn (overflow in a sum or cast), valid input or not.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 
 SUBJECT = "Column 'doc.embedding'"
 MESSAGE_RE = re.compile(r"^Column 'doc\.embedding' [^\n]*\.$")
@@ -639,10 +638,8 @@ def assert_message_shape(message: str, subject: str = SUBJECT) -> None:
 
 
 def _raise(checker: Callable[..., Any], value: Any, dim: int | None, subject: Any = SUBJECT) -> BaseException:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(VectorKnobsError) as excinfo:
-            checker(value, dim, subject)
+    with pytest.raises(VectorKnobsError) as excinfo:
+        checker(value, dim, subject)
     return excinfo.value
 
 
@@ -664,11 +661,6 @@ def test_error_messages_are_one_sentence(
     assert not re.search(r"\.\s", message), message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="codec bug: the ragged-sequence message embeds numpy's multi-sentence error text",
-)
 @pytest.mark.parametrize("checker, value, dim, cls, fragment", _ragged_cases())
 def test_ragged_error_message_is_one_sentence(
     checker: Callable[..., Any], value: Any, dim: int | None, cls: type, fragment: str
@@ -738,21 +730,11 @@ def test_callable_subject_called_on_error(
 # --------------------------------------------------------------------------- known bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="codec bug: sparse NaN/Inf message names the position in the values list, not the vector index",
-)
 def test_sparse_nonfinite_message_names_vector_index() -> None:
     message = str(_raise(check_sparse, {3: nan}, 5))
     assert "at index 3" in message, message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="codec bug: dict values that are sequences are flattened and silently truncated",
-)
 def test_sparse_dict_with_sequence_value_is_rejected() -> None:
     try:
         got = check_sparse({0: [1.0, 2.0]}, 5, SUBJECT)
@@ -761,11 +743,6 @@ def test_sparse_dict_with_sequence_value_is_rejected() -> None:
     raise AssertionError(f"accepted {{0: [1.0, 2.0]}} as {got}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="codec bug: non-integer float dict keys are silently truncated to integer indices",
-)
 def test_sparse_dict_with_fractional_index_is_rejected() -> None:
     try:
         got = check_sparse({1.5: 2.0}, 5, SUBJECT)
@@ -774,11 +751,6 @@ def test_sparse_dict_with_fractional_index_is_rejected() -> None:
     raise AssertionError(f"accepted {{1.5: 2.0}} as {got}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="codec bug: sparse float64 overflow goes through a warning-emitting cast and is reported as 'inf'",
-)
 def test_sparse_overflow_reported_like_dense() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -786,11 +758,6 @@ def test_sparse_overflow_reported_like_dense() -> None:
             check_sparse({0: 1e39}, 3, SUBJECT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeWarning,
-    reason="codec bug: _check_finite's float32 sum overflows for large valid values and numpy warns",
-)
 @pytest.mark.parametrize(
     "checker, value",
     [(check_dense, [3e38, 3e38]), (check_sparse, {0: 3e38, 1: 3e38})],
