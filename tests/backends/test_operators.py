@@ -154,6 +154,8 @@ def test_vector_expression_as_query(backend: Backend, loaded: dict) -> None:
     other = sa.orm.aliased(model)
     stmt = (
         sa.select(other.id, model.embedding.l2_distance(other.embedding))
+        .select_from(model)
+        .join(other, sa.true())
         .where(model.id == 0, other.id.in_([1, 2, 3]))
         .order_by(other.id)
     )
