@@ -54,7 +54,7 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[sa.URL]:
     if env:
         yield make_url(env).set(drivername="postgresql")
         return
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())  # platformdirs warns without one
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="vkxdg"))  # platformdirs wants a 0700 dir
     try:
         import pgserver
     except ImportError:
