@@ -29,7 +29,7 @@ from .exc import IncompatibleOperatorError
 if TYPE_CHECKING:
     from .types import VectorType
 
-__all__ = ["VectorComparator", "VectorDistance", "VectorOutput", "OPERATORS"]
+__all__ = ["VectorComparator", "VectorDistance", "VectorOutput", "VectorBind", "OPERATORS"]
 
 #: operator name -> the metric it measures
 OPERATORS: dict[str, Distance] = {
@@ -97,6 +97,13 @@ class VectorOutput(ColumnElement[Any]):
         return self.element._from_objects
 
 
+class VectorBind(VectorOutput):
+    """A vector parameter as sent: the dialect adds a cast where the driver leaves it untyped."""
+
+    __visit_name__ = "vk_vector_bind"
+    inherit_cache = True
+
+
 @compiles(VectorDistance)
 def _compile_distance(element: VectorDistance, compiler: Any, **kw: Any) -> str:
     return dialects.for_dialect(compiler.dialect).render_distance(compiler, element, **kw)
@@ -105,6 +112,11 @@ def _compile_distance(element: VectorDistance, compiler: Any, **kw: Any) -> str:
 @compiles(VectorOutput)
 def _compile_output(element: VectorOutput, compiler: Any, **kw: Any) -> str:
     return dialects.for_dialect(compiler.dialect).render_output(compiler, element, **kw)
+
+
+@compiles(VectorBind)
+def _compile_bind(element: VectorBind, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_bind(compiler, element, **kw)
 
 
 class VectorComparator(UserDefinedType.Comparator[Any]):

@@ -30,7 +30,7 @@ from sqlalchemy.types import UserDefinedType
 
 from . import codec, dialects
 from .codec import Kind
-from .comparator import VectorComparator, VectorOutput
+from .comparator import VectorBind, VectorComparator, VectorOutput
 from .distance import Distance
 from .exc import InvalidVectorError
 
@@ -47,9 +47,6 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
     metrics: ClassVar[frozenset[Distance]] = _FLOAT_METRICS
     cache_ok = True
     comparator_factory = VectorComparator
-    # Dialects that type their parameters by casting (asyncpg, psycopg) render ``$1::vector(3)``,
-    # so a vector parameter has a type even where the server could not infer one.
-    render_bind_cast = True
 
     def __init__(self, dim: int | str | None = None) -> None:
         if dim is not None:
@@ -125,6 +122,10 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
 
     def literal_processor(self, dialect: Dialect) -> Callable[[Any], str] | None:
         return dialects.for_dialect(dialect).literal_processor(self, dialect)
+
+    def bind_expression(self, bindvalue: Any) -> ColumnElement[Any]:
+        # The dialect decides whether a parameter needs a cast to be typed (asyncpg, text drivers).
+        return VectorBind(bindvalue, self)
 
     def column_expression(self, colexpr: ColumnElement[Any]) -> ColumnElement[Any]:
         # The dialect decides how the column travels back (PostgreSQL: its binary send form).

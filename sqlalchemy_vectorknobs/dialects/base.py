@@ -8,7 +8,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
 
 if TYPE_CHECKING:
-    from ..comparator import VectorDistance, VectorOutput
+    from ..comparator import VectorBind, VectorDistance, VectorOutput
     from ..inspection import VectorInventory
     from ..types import VectorType
 
@@ -32,6 +32,9 @@ class DialectSupport(Protocol):
 
     def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
         """SQL for a selected vector column."""
+
+    def render_bind(self, compiler: Any, element: VectorBind, **kw: Any) -> str:
+        """SQL for a vector parameter (a cast where the driver would leave it untyped)."""
 
     def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
         """SQL for a distance operator (raise UnsupportedDialectError if not evaluable)."""

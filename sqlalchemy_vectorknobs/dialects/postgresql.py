@@ -23,7 +23,7 @@ from ..codec import Kind
 from ..exc import ExtensionError
 
 if TYPE_CHECKING:
-    from ..comparator import VectorDistance, VectorOutput
+    from ..comparator import VectorBind, VectorDistance, VectorOutput
     from ..inspection import VectorInventory
     from ..types import VectorType
 
@@ -45,6 +45,8 @@ _OPERATORS = {
 #: The extension ``create_all`` installs (a constant so tests can aim at one that does not exist).
 EXTENSION = "vector"
 _BINARY_DRIVERS = {"psycopg", "psycopg_async", "asyncpg"}
+# Drivers whose vector parameters carry the type's OID (our binary dumper), so need no cast.
+_TYPED_PARAM_DRIVERS = {"psycopg", "psycopg_async"}
 _BIT_OID, _VARBIT_OID = 1560, 1562
 _EXTENSION_TYPES = {"vector": Kind.FLOAT32, "halfvec": Kind.FLOAT16, "sparsevec": Kind.SPARSE}
 _TYPE_QUERY = (
@@ -239,6 +241,14 @@ class PostgreSQLSupport:
 
     def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
         return f"{_SEND[element.vector_type.kind]}({compiler.process(element.element, **kw)})"
+
+    def render_bind(self, compiler: Any, element: VectorBind, **kw: Any) -> str:
+        inner = compiler.process(element.element, **kw)
+        if compiler.dialect.driver in _TYPED_PARAM_DRIVERS:
+            return str(inner)
+        # asyncpg lets the server infer parameter types and text drivers send untyped literals:
+        # without a cast, vector_dims($1) or a bare SELECT $1 would be ambiguous.
+        return f"{inner}::{self.col_spec(element.vector_type)}"
 
     def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
         left = compiler.process(element.left, **kw)

@@ -9,6 +9,7 @@ inner product is a per-connection numpy function, Jaccard is composed from Hammi
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable
@@ -24,7 +25,7 @@ from ..codec import Kind
 from ..exc import MissingDependencyError, UnsupportedDialectError
 
 if TYPE_CHECKING:
-    from ..comparator import VectorDistance, VectorOutput
+    from ..comparator import VectorBind, VectorDistance, VectorOutput
     from ..inspection import VectorInventory
     from ..types import VectorType
 
@@ -67,18 +68,59 @@ def extension_capable_module() -> ModuleType | None:
     )
 
 
+class _AiosqliteOver:
+    """The ``aiosqlite`` module, but its connections open through ``sqlite_module``.
+
+    aiosqlite always opens connections with the standard library's sqlite3; where that module
+    cannot load extensions, this hands aiosqlite a connector over pysqlite3/sqlean instead.
+    """
+
+    _ERRORS = {"DatabaseError", "Error", "IntegrityError", "NotSupportedError", "OperationalError",
+               "ProgrammingError", "InterfaceError", "InternalError", "DataError", "Warning"}
+
+    def __init__(self, aiosqlite: ModuleType, sqlite_module: ModuleType) -> None:
+        self._aiosqlite, self._sqlite = aiosqlite, sqlite_module
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqlite if name in self._ERRORS else self._aiosqlite, name)
+
+    def connect(self, database: Any, *, iter_chunk_size: int = 64, **kwargs: Any) -> Any:
+        sqlite_module = self._sqlite
+        return self._aiosqlite.Connection(lambda: sqlite_module.connect(database, **kwargs), iter_chunk_size)
+
+
+def _aiosqlite_dbapi(sqlite_module: ModuleType) -> Any:
+    import aiosqlite
+    from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_dbapi
+
+    return AsyncAdapt_aiosqlite_dbapi(_AiosqliteOver(aiosqlite, sqlite_module), sqlite_module)  # type: ignore[arg-type]
+
+
 def load_sqlite_vec(dbapi_conn: Any) -> None:
-    """Load sqlite-vec and the package's SQL functions into one DBAPI connection."""
+    """Load sqlite-vec and the package's SQL functions into one DBAPI connection (sync or async)."""
     sqlite_vec = require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
+    path = sqlite_vec.loadable_path()
     raw = getattr(dbapi_conn, "driver_connection", dbapi_conn)
     if not hasattr(raw, "enable_load_extension"):
         raise MissingDependencyError(
             f"The SQLite driver {type(raw).__module__} cannot load extensions, so sqlite-vec cannot be "
-            "loaded; use the default pysqlite driver with pip install 'sqlalchemy-vectorknobs[sqlite]'."
+            "loaded; use the pysqlite or aiosqlite driver with pip install 'sqlalchemy-vectorknobs[sqlite]'."
         )
+    if inspect.iscoroutinefunction(raw.enable_load_extension):  # aiosqlite
+
+        async def setup(conn: Any) -> None:
+            await conn.enable_load_extension(True)
+            try:
+                await conn.load_extension(path)
+            finally:
+                await conn.enable_load_extension(False)
+            await conn.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
+
+        dbapi_conn.run_async(setup)
+        return
     raw.enable_load_extension(True)
     try:
-        raw.load_extension(sqlite_vec.loadable_path())
+        raw.load_extension(path)
     finally:
         raw.enable_load_extension(False)
     raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
@@ -131,6 +173,9 @@ class SQLiteSupport:
     def render_output(self, compiler: Any, element: VectorOutput, **kw: Any) -> str:
         return str(compiler.process(element.element, **kw))
 
+    def render_bind(self, compiler: Any, element: VectorBind, **kw: Any) -> str:
+        return str(compiler.process(element.element, **kw))
+
     def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
         if element.vector_type.kind is Kind.SPARSE:
             raise _unsupported_sparse(f"The {element.operator} distance on {element.vector_type.subject}")
@@ -153,10 +198,11 @@ class SQLiteSupport:
 
     def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
         require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
-        if url.get_driver_name() == "pysqlite" and "module" not in kwargs:
+        driver = url.get_driver_name()
+        if driver in ("pysqlite", "aiosqlite") and "module" not in kwargs:
             module = extension_capable_module()
             if module is not None:
-                kwargs["module"] = module
+                kwargs["module"] = module if driver == "pysqlite" else _aiosqlite_dbapi(module)
 
     def setup_engine(self, engine: Engine) -> None:
         from ..types import BitVector, HalfVector, Vector

@@ -8,6 +8,7 @@ from typing import Iterator
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs.dialects import postgresql as vk_pg
@@ -173,3 +174,40 @@ def test_inspect_vectors_reports_pg_indexes(pg_backend: Backend) -> None:
         assert (index.method, index.opclass, index.options, index.expression) == ("hnsw", "vector_cosine_ops", {"m": "8"}, "embedding")
     finally:
         pg_backend.run(md.drop_all)
+
+
+def test_async_sqlite_engine(tmp_path: object) -> None:
+    """aiosqlite gets sqlite-vec too, through pysqlite3/sqlean where the stdlib sqlite3 cannot."""
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = "doc"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        embedding = mapped_column(vk.Vector(3))
+
+    async def main() -> tuple[list[int], str]:
+        engine = vk.create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/a.db")
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+            async with AsyncSession(engine) as session:
+                session.add_all([Doc(id=1, embedding=[1, 2, 3]), Doc(id=2, embedding=[3, 2, 1])])
+                await session.commit()
+                ids = list(await session.scalars(sa.select(Doc.id).order_by(Doc.embedding.max_inner_product([3, 2, 0]))))
+                session.add(Doc(id=3, embedding=[1, 2]))
+                try:
+                    await session.flush()
+                except vk.DimensionMismatchError as err:
+                    message = str(err)
+            return ids, message
+        finally:
+            await engine.dispose()
+
+    ids, message = asyncio.run(main())
+    assert ids == [2, 1]
+    assert message == "Column 'doc.embedding' expects 3 dimensions, got 2."

@@ -63,9 +63,12 @@ def test_selected_vectors_travel_in_binary_on_postgresql() -> None:
     assert sql(stmt, LITE).startswith("SELECT doc.v AS v, doc.h AS h, doc.b AS b")
 
 
-def test_bind_casts_on_postgresql() -> None:
+def test_bind_casts_only_where_the_driver_leaves_parameters_untyped() -> None:
     stmt = sa.select(doc.c.id).order_by(doc.c.v.l2_distance([1, 2, 3]))
-    assert "::vector(3)" in sql(stmt, postgresql.asyncpg.dialect())
+    assert "<-> $1::vector(3))" in sql(stmt, postgresql.asyncpg.dialect())
+    assert "<-> %(param_1)s::vector(3))" in sql(stmt, postgresql.psycopg2.dialect())
+    assert "<-> %(param_1)s)" in sql(stmt, PG)  # psycopg 3: the binary dumper sends the type OID
+    assert "vec_distance_l2(doc.v, ?)" in sql(stmt, LITE)
 
 
 def test_literal_binds() -> None:
