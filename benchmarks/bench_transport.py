@@ -151,6 +151,19 @@ def vs_baseline(baseline: float, ours: float) -> str:
     return f"vk {fmt_ratio(1 / ratio)} slower (baseline/vk = {ratio:.2f})"
 
 
+def micro_rows(paths: Sequence[MicroPath], stats: list[Stat]) -> list[tuple[str, Stat, str]]:
+    """Rows for the bind/fetch tables: vk PG, two pgvector baselines, vk SQLite, numpy floor."""
+    ref = stats[0].median
+    notes = [
+        "reference",
+        vs_baseline(stats[1].median, ref),
+        vs_baseline(stats[2].median, ref),
+        f"{stats[3].median / ref:.2f} of vk PG (no baseline)",
+        f"{stats[4].median / ref:.2f} of vk PG",
+    ]
+    return [(path.label, stat, note) for path, stat, note in zip(paths, stats, notes)]
+
+
 def print_table(title: str, unit: str, rows: list[tuple[str, Stat, str]], note: str = "", digits: int = 2) -> None:
     print(f"\n{title}")
     if note:
@@ -292,14 +305,7 @@ def bench_bind(cfg: Config, pg_dialect: sa.Dialect, sqlite_dialect: sa.Dialect, 
         MicroPath("floor      arr.astype('>f4').tobytes()  (no validation)", floor, inputs),
     ]
     stats = run_micro(paths, cfg.repeats)
-    ref = stats[0].median
-    rows = [
-        (paths[0].label, stats[0], "reference"),
-        (paths[1].label, stats[1], vs_baseline(stats[1].median, ref)),
-        (paths[2].label, stats[2], vs_baseline(stats[2].median, ref)),
-        (paths[3].label, stats[3], f"{stats[3].median / ref:.2f} of vk PG (no baseline)"),
-        (paths[4].label, stats[4], f"{stats[4].median / ref:.2f} of vk PG"),
-    ]
+    rows = micro_rows(paths, stats)
     print_table(
         f"1. Bind: one {MICRO_DIM}-d float32 numpy vector -> driver payload",
         "µs per vector",
@@ -341,14 +347,7 @@ def bench_fetch(
         MicroPath("floor      np.frombuffer(bytea, '>f4')  (view, no copy)", floor, cycle(sends, n)),
     ]
     stats = run_micro(paths, cfg.repeats)
-    ref = stats[0].median
-    rows = [
-        (paths[0].label, stats[0], "reference"),
-        (paths[1].label, stats[1], vs_baseline(stats[1].median, ref)),
-        (paths[2].label, stats[2], vs_baseline(stats[2].median, ref)),
-        (paths[3].label, stats[3], f"{stats[3].median / ref:.2f} of vk PG (no baseline)"),
-        (paths[4].label, stats[4], f"{stats[4].median / ref:.2f} of vk PG"),
-    ]
+    rows = micro_rows(paths, stats)
     print_table(
         f"2. Fetch: one {MICRO_DIM}-d vector as the driver returns it -> Python value",
         "µs per vector",
