@@ -12,6 +12,7 @@ imported until an engine is created or a backend is used::
 
 from __future__ import annotations
 
+from .bulk import bulk_load
 from .distance import Distance
 from .engine import create_async_engine, create_engine
 from .exc import (
@@ -19,13 +20,17 @@ from .exc import (
     ExtensionError,
     IncompatibleOperatorError,
     InvalidDistanceError,
+    InvalidIndexError,
+    InvalidSearchSettingError,
     InvalidVectorError,
     MissingDependencyError,
     UnsupportedDialectError,
     VectorKnobsError,
     VectorTypeError,
 )
+from .index import VectorIndex, VectorIndexOptions
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
+from .query import ExplainResult, explain, nearest, search_settings
 from .types import BitVector, HalfVector, SparseVector, Vector, VectorType
 
 __version__ = "0.1.0"
@@ -38,6 +43,13 @@ __all__ = [
     "SparseVector",
     "VectorType",
     "Distance",
+    "VectorIndex",
+    "VectorIndexOptions",
+    "nearest",
+    "search_settings",
+    "explain",
+    "ExplainResult",
+    "bulk_load",
     "create_engine",
     "create_async_engine",
     "inspect_vectors",
@@ -50,6 +62,8 @@ __all__ = [
     "VectorTypeError",
     "IncompatibleOperatorError",
     "InvalidDistanceError",
+    "InvalidIndexError",
+    "InvalidSearchSettingError",
     "UnsupportedDialectError",
     "MissingDependencyError",
     "ExtensionError",

@@ -22,6 +22,8 @@ __all__ = [
     "VectorTypeError",
     "IncompatibleOperatorError",
     "InvalidDistanceError",
+    "InvalidIndexError",
+    "InvalidSearchSettingError",
     "UnsupportedDialectError",
     "MissingDependencyError",
     "ExtensionError",
@@ -50,6 +52,14 @@ class IncompatibleOperatorError(VectorKnobsError, TypeError):
 
 class InvalidDistanceError(VectorKnobsError, ValueError):
     """A metric name is not one of the known distances or their aliases."""
+
+
+class InvalidIndexError(VectorKnobsError, ValueError):
+    """A VectorIndex declaration is invalid or beyond the database's limits."""
+
+
+class InvalidSearchSettingError(VectorKnobsError, ValueError):
+    """A query-time knob (``vector_search`` / ``search_settings``) has a bad name or value."""
 
 
 class UnsupportedDialectError(VectorKnobsError, NotImplementedError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
@@ -50,3 +50,82 @@ class DialectSupport(Protocol):
 
     def inspect(self, connection: Connection) -> VectorInventory:
         """Report extension version, vector columns and vector indexes."""
+
+    # ---- vector indexes (index.py)
+
+    def check_vector_index(self, index: Any) -> None:
+        """Refuse, at declaration, an index this database could never build."""
+
+    def before_create_vector_index(self, index: Any, connection: Connection) -> None:
+        """Resolve create-time choices (method='auto', lists) or refuse before any DDL."""
+
+    def render_create_vector_index(self, compiler: Any, create: Any, **kw: Any) -> str:
+        """SQL of CreateIndex for a VectorIndex."""
+
+    def after_create_vector_index(self, index: Any, connection: Connection) -> None:
+        """Follow-up DDL after the index exists (SQLite: triggers and backfill)."""
+
+    def render_drop_vector_index(self, compiler: Any, drop: Any, **kw: Any) -> str:
+        """SQL of DropIndex for a VectorIndex."""
+
+    def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
+        """Clean-up after the index (or its table) is dropped."""
+
+    # ---- queries (query.py, bulk.py)
+
+    def render_knn(self, compiler: Any, element: Any, **kw: Any) -> str:
+        """The (id, distance) candidates subquery of vk.nearest, in parentheses."""
+
+    def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
+        """Apply validated query-time knobs to the current transaction."""
+
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+        """The current values of the settings behind ``knobs`` (to restore later)."""
+
+    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+        """Put back what current_settings returned."""
+
+    def render_explain(self, compiler: Any, element: Any, **kw: Any) -> str:
+        """SQL of an Explain element."""
+
+    def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
+        """(plan text, indexes used, vector indexes used) for ``stmt``."""
+
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
+        """Write validated rows the fastest way the driver allows; return the count."""
+
+
+def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:
+    """Render ``select`` in parentheses inside the statement being compiled (a FROM item)."""
+    for key in ("asfrom", "from_linter", "lateral", "enclosing_alias", "within_columns_clause"):
+        kw.pop(key, None)
+    return f"({compiler.process(select, **kw)})"
+
+
+def plain_knn_select(element: Any) -> Any:
+    """(id, distance) of the k nearest, ordered by the column's own distance expression.
+
+    Exact search on SQLite; on PostgreSQL the planner answers it from an HNSW/IVFFlat index on the
+    plain column when there is one.
+    """
+    from sqlalchemy import literal_column, select
+
+    from ..comparator import VectorDistance
+
+    distance = VectorDistance(element.column, element.query, element.operator)
+    stmt = select(element.key_column.label("id"), distance.label("distance"))
+    if element.where is not None:
+        stmt = stmt.where(element.where)
+    return stmt.order_by(distance).limit(literal_column(str(element.k)))
+
+
+def explain_sql(prefix: str, compiler: Any, statement: Any, **kw: Any) -> str:
+    """``prefix`` + the statement, compiled as a nested statement.
+
+    Nested, the statement does not set the result columns: the rows are the plan's, not its own.
+    """
+    compiler.stack.append({"correlate_froms": set(), "asfrom_froms": set(), "selectable": statement})
+    try:
+        return f"{prefix} {compiler.process(statement, **kw)}"
+    finally:
+        compiler.stack.pop()

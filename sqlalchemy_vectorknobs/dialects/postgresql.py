@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import codec
 from ..codec import Kind
 from ..exc import ExtensionError
+from .postgresql_search import PostgreSQLSearch
 
 if TYPE_CHECKING:
     from ..comparator import VectorBind, VectorDistance, VectorOutput
@@ -190,7 +191,7 @@ def _register(dbapi_conn: Any, driver: str, info: dict[str, Any], *, in_transact
 # --------------------------------------------------------------------------- support
 
 
-class PostgreSQLSupport:
+class PostgreSQLSupport(PostgreSQLSearch):
     """:class:`~.base.DialectSupport` for PostgreSQL with the pgvector extension."""
 
     name = "postgresql"
@@ -286,6 +287,8 @@ class PostgreSQLSupport:
 
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "checkout", on_checkout)
+        event.listen(engine, "before_execute", self.before_execute)
+        event.listen(engine, "after_execute", self.after_execute)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
         self.ensure_extension(connection)
@@ -304,6 +307,47 @@ class PostgreSQLSupport:
             raise ExtensionError(_explain_extension_error(connection, err)) from err
         raw = connection.connection
         _register(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
+
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
+        """COPY ... FORMAT BINARY on psycopg 3 and asyncpg; batched INSERTs on other drivers."""
+        kinds = [getattr(table.c[n].type, "kind", None) for n in names]
+        wrapped = [
+            tuple(v if k is None or v is None else _VALUE_CLASS[k](v) for k, v in zip(kinds, row)) for row in rows
+        ]
+        driver = connection.dialect.driver
+        preparer = connection.dialect.identifier_preparer
+        if driver == "psycopg":
+            oids: dict[str, int] = dict(
+                connection.execute(
+                    text(
+                        "SELECT attname, atttypid::int FROM pg_catalog.pg_attribute "
+                        "WHERE attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped"
+                    ),
+                    {"t": preparer.format_table(table)},
+                ).all()
+            )
+            cols = ", ".join(preparer.quote(n) for n in names)
+            raw = connection.connection.driver_connection
+            with raw.cursor() as cur:  # type: ignore[union-attr]
+                with cur.copy(f"COPY {preparer.format_table(table)} ({cols}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types([oids[n] for n in names])
+                    for row in wrapped:
+                        copy.write_row(row)
+            return len(wrapped)
+        if driver == "asyncpg":
+            connection.exec_driver_sql("SELECT 1")  # makes the adapter open its transaction first
+            dbapi_conn = connection.connection.dbapi_connection
+
+            async def copy_records(conn: Any) -> None:
+                await conn.copy_records_to_table(table.name, records=wrapped, columns=names, schema_name=table.schema)
+
+            dbapi_conn.run_async(copy_records)  # type: ignore[union-attr]
+            return len(wrapped)
+        from sqlalchemy import insert
+
+        for start in range(0, len(rows), 10_000):
+            connection.execute(insert(table), [dict(zip(names, row)) for row in rows[start : start + 10_000]])
+        return len(rows)
 
     def inspect(self, connection: Connection) -> VectorInventory:
         from ..inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory
@@ -381,3 +425,4 @@ def _explain_extension_error(connection: Connection, err: DBAPIError) -> str:
 
 
 SUPPORT = PostgreSQLSupport()
+

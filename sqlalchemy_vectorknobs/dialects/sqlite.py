@@ -23,6 +23,7 @@ from .. import codec
 from .._optional import require
 from ..codec import Kind
 from ..exc import MissingDependencyError, UnsupportedDialectError
+from .sqlite_search import _VEC0_COLUMN, SQLiteSearch, _vec0_tables
 
 if TYPE_CHECKING:
     from ..comparator import VectorBind, VectorDistance, VectorOutput
@@ -33,6 +34,7 @@ _SQL_TYPE = {Kind.FLOAT32: "VECTOR", Kind.FLOAT16: "HALFVEC", Kind.BIT: "BITVECT
 _TYPE_NAMES = {"VECTOR": "Vector", "HALFVEC": "HalfVector", "BITVECTOR": "BitVector"}
 _DECLARED = re.compile(r"^\s*(VECTOR|HALFVEC|BITVECTOR)\s*(?:\(\s*(\d+)\s*\))?\s*$", re.I)
 _EXTENSION_DRIVERS = ("pysqlite3.dbapi2", "sqlean.dbapi2")
+BULK_BATCH = 10_000
 
 
 def _inner_product(a: bytes | None, b: bytes | None) -> float | None:
@@ -126,7 +128,7 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
     raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
 
 
-class SQLiteSupport:
+class SQLiteSupport(SQLiteSearch):
     """:class:`~.base.DialectSupport` for SQLite with the sqlite-vec extension."""
 
     name = "sqlite"
@@ -219,14 +221,34 @@ class SQLiteSupport:
             load_sqlite_vec(dbapi_conn)
 
         event.listen(engine, "connect", on_connect)
+        self.hide_vec0_tables(engine)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
         for column in table.columns:
             if getattr(column.type, "kind", None) is Kind.SPARSE:
                 raise _unsupported_sparse(f"Column '{table.name}.{column.name}'")
 
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
+        """Batched ``executemany`` of pre-encoded BLOBs on the connection's own transaction."""
+        kinds = [getattr(table.c[n].type, "kind", None) for n in names]
+        q = connection.dialect.identifier_preparer
+        sql = (
+            f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(n) for n in names)}) "
+            f"VALUES ({', '.join('?' for _ in names)})"
+        )
+        encoded = [
+            tuple(v if k is None or v is None else codec.encode_sqlite(k, v) for k, v in zip(kinds, row)) for row in rows
+        ]
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            for start in range(0, len(encoded), BULK_BATCH):
+                cursor.executemany(sql, encoded[start : start + BULK_BATCH])
+        finally:
+            cursor.close()
+        return len(encoded)
+
     def inspect(self, connection: Connection) -> VectorInventory:
-        from ..inspection import VectorColumnInfo, VectorInventory
+        from ..inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory
 
         version = connection.exec_driver_sql("SELECT vec_version()").scalar()
         columns = []
@@ -242,7 +264,25 @@ class SQLiteSupport:
                     columns.append(
                         VectorColumnInfo(schema=None, table=table, column=row[1], type=_TYPE_NAMES[match.group(1).upper()], dim=dim)
                     )
-        return VectorInventory(dialect="sqlite", extension="sqlite-vec", extension_version=version, columns=columns, indexes=[])
+        indexes = []
+        for name, sql in _vec0_tables(connection).items():
+            table = connection.exec_driver_sql(
+                "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name + "__ai",)
+            ).scalar()
+            match = _VEC0_COLUMN.search(sql or "")
+            options = dict(re.findall(r"(distance_metric)=(\w+)", sql or ""))
+            indexes.append(
+                VectorIndexInfo(
+                    schema=None,
+                    table=table or "",
+                    name=name,
+                    method="vec0",
+                    expression=match.group("col") if match else "",
+                    options=options,
+                    definition=sql,
+                )
+            )
+        return VectorInventory(dialect="sqlite", extension="sqlite-vec", extension_version=version, columns=columns, indexes=indexes)
 
 
 SUPPORT = SQLiteSupport()

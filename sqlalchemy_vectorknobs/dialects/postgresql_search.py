@@ -1,0 +1,266 @@
+"""PostgreSQL + pgvector: vector indexes (HNSW / IVFFlat DDL, pgvector's limits), KNN queries that
+use exactly the indexed expression, ``SET LOCAL`` search knobs and ``EXPLAIN``.
+
+A mixin of :class:`.postgresql.PostgreSQLSupport`; the knowledge of pgvector's index operator
+classes and limits lives here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+from sqlalchemy import cast, func, literal_column, text
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
+
+from ..codec import Kind
+from ..distance import Distance
+from ..exc import InvalidIndexError
+from .base import explain_sql, plain_knn_select, subquery_sql
+
+
+_L2, _COS, _IP, _L1, _HAM, _JAC = (
+    Distance.L2,
+    Distance.COSINE,
+    Distance.INNER_PRODUCT,
+    Distance.L1,
+    Distance.HAMMING,
+    Distance.JACCARD,
+)
+#: (method, stored kind) -> (distances with an operator class, max dimensions) per pgvector 0.8
+INDEX_SUPPORT: dict[tuple[str, Kind], tuple[frozenset[Distance], Optional[int]]] = {
+    ("hnsw", Kind.FLOAT32): (frozenset({_L2, _COS, _IP, _L1}), 2000),
+    ("hnsw", Kind.FLOAT16): (frozenset({_L2, _COS, _IP, _L1}), 4000),
+    ("hnsw", Kind.BIT): (frozenset({_HAM, _JAC}), 64000),
+    ("hnsw", Kind.SPARSE): (frozenset({_L2, _COS, _IP, _L1}), None),
+    ("ivfflat", Kind.FLOAT32): (frozenset({_L2, _COS, _IP}), 2000),
+    ("ivfflat", Kind.FLOAT16): (frozenset({_L2, _COS, _IP}), 4000),
+    ("ivfflat", Kind.BIT): (frozenset({_HAM}), 64000),
+}
+_OPCLASS_METRIC = {_L2: "l2", _COS: "cosine", _IP: "ip", _L1: "l1", _HAM: "hamming", _JAC: "jaccard"}
+_METHOD_NAME = {"hnsw": "HNSW", "ivfflat": "IVFFlat"}
+
+#: knob -> (GUC, kind, low, high); validated in query.validate_search_settings, applied here
+SEARCH_GUCS: dict[str, tuple[str, ...]] = {
+    "ef_search": ("hnsw.ef_search",),
+    "max_scan_tuples": ("hnsw.max_scan_tuples",),
+    "scan_mem_multiplier": ("hnsw.scan_mem_multiplier",),
+    "probes": ("ivfflat.probes",),
+    "max_probes": ("ivfflat.max_probes",),
+    "iterative_scan": ("hnsw.iterative_scan", "ivfflat.iterative_scan"),
+}
+
+
+def opclass(kind: Kind, distance: Distance) -> str:
+    """pgvector operator class for an index storing ``kind`` searched by ``distance``."""
+    return f"{kind.value}_{_OPCLASS_METRIC[distance]}_ops"
+
+
+def _supported(method: str, kind: Kind, distance: Distance) -> bool:
+    entry = INDEX_SUPPORT.get((method, kind))
+    return entry is not None and distance in entry[0]
+
+
+def ivfflat_lists(rows: int) -> int:
+    """pgvector's guidance: rows / 1000 up to 1M rows, sqrt(rows) above; 100 for an empty table."""
+    if rows <= 0:
+        return 100
+    return max(1, min(32768, rows // 1000 if rows <= 1_000_000 else int(rows**0.5)))
+
+
+def _index_expression(index: Any, preparer: Any) -> str:
+    col = preparer.quote(index.vector_column.name)
+    precision, kind, dim = index.vector_options.precision, index.vector_type.kind, index.dim
+    if precision == "binary":
+        return f"(binary_quantize({col})::bit({dim}))"
+    if precision == "halfvec" and kind is not Kind.FLOAT16:
+        return f"({col}::halfvec({dim}))"
+    return str(col)
+
+
+class PostgreSQLSearch:
+    """Index DDL, KNN candidates, search knobs and EXPLAIN for PostgreSQL + pgvector."""
+
+    def inspect(self, connection: Connection) -> Any:  # provided by PostgreSQLSupport
+        raise NotImplementedError
+
+    def before_execute(
+        self, conn: Connection, clauseelement: Any, multiparams: Any, params: Any, execution_options: Any
+    ) -> None:
+        """Apply ``execution_options(vector_search={...})`` with ``SET LOCAL`` before the statement.
+
+        Under autocommit there is no transaction for ``SET LOCAL`` to live in, so one is opened
+        here and committed right after the statement (``after_execute``).
+        """
+        if "vector_search" not in execution_options and "vector_search_defaults" not in execution_options:
+            return
+        from ..query import statement_settings
+
+        settings = statement_settings(execution_options)
+        if not settings:
+            return
+        if getattr(conn.connection.dbapi_connection, "autocommit", False) and not conn.info.get("vk_knob_txn"):
+            conn.exec_driver_sql("BEGIN")
+            conn.info["vk_knob_txn"] = True
+        self.apply_search_settings(conn, settings)
+
+    def after_execute(self, conn: Connection, clauseelement: Any, *args: Any) -> None:
+        if conn.info.pop("vk_knob_txn", False):
+            conn.exec_driver_sql("COMMIT")
+
+    def check_vector_index(self, index: Any) -> None:
+        opts = index.vector_options
+        kind, distance, dim = index.storage_kind, opts.index_distance, index.dim
+        col = index.vector_column
+        where = f"VectorIndex '{index.name}' on '{col.table.name}.{col.name}'"
+        methods = ["hnsw"] if opts.method == "auto" else [opts.method]
+        for method in methods:
+            name, pgtype = _METHOD_NAME[method], kind.value
+            entry = INDEX_SUPPORT.get((method, kind))
+            if entry is None:
+                raise InvalidIndexError(f"{where} cannot be built: pgvector has no {name} index for {pgtype} columns.")
+            metrics, max_dims = entry
+            if distance not in metrics:
+                allowed = ", ".join(sorted(m.value for m in metrics))
+                raise InvalidIndexError(
+                    f"{where} cannot use {distance.value} distance: pgvector's {name} indexes on {pgtype} support {allowed}."
+                )
+            if max_dims is not None and dim is not None and dim > max_dims:
+                hint = (
+                    "; index precision='halfvec' (up to 4,000) or 'binary' (up to 64,000) instead"
+                    if kind is Kind.FLOAT32
+                    else ""
+                )
+                raise InvalidIndexError(
+                    f"{where} has {dim} dimensions, over the {max_dims:,} pgvector allows in {name} indexes on {pgtype}{hint}."
+                )
+
+    def before_create_vector_index(self, index: Any, connection: Connection) -> None:
+        from ..index import AUTO_IVFFLAT_ROWS
+
+        opts = index.vector_options
+        resolved: dict[str, Any] = {"method": "hnsw" if opts.method == "auto" else opts.method, "lists": opts.lists}
+        if opts.method == "auto" or (opts.method == "ivfflat" and opts.lists is None):
+            table = index.vector_column.table
+            rows = int(connection.execute(sa_select(func.count()).select_from(table)).scalar_one())
+            if (
+                opts.method == "auto"
+                and rows >= AUTO_IVFFLAT_ROWS
+                and _supported("ivfflat", index.storage_kind, opts.index_distance)
+            ):
+                resolved["method"] = "ivfflat"
+            if resolved["method"] == "ivfflat" and opts.lists is None:
+                resolved["lists"] = ivfflat_lists(rows)
+            resolved["rows"] = rows
+        index.resolved = resolved
+
+    def render_create_vector_index(self, compiler: Any, create: Any, **kw: Any) -> str:
+        index = create.element
+        opts = index.vector_options
+        preparer = compiler.preparer
+        method = index.resolved.get("method") or ("hnsw" if opts.method == "auto" else opts.method)
+        params: list[tuple[str, Any]] = []
+        if method == "hnsw":
+            params = [(k, v) for k, v in (("m", opts.m), ("ef_construction", opts.ef_construction)) if v is not None]
+        else:
+            lists = index.resolved.get("lists", opts.lists)
+            params = [("lists", lists)] if lists is not None else []
+        sql = "CREATE INDEX "
+        if opts.concurrently:
+            sql += "CONCURRENTLY "
+        if getattr(create, "if_not_exists", False):
+            sql += "IF NOT EXISTS "
+        sql += (
+            f"{compiler._prepared_index_name(index, include_schema=False)} ON {preparer.format_table(index.table)} "
+            f"USING {method} ({_index_expression(index, preparer)} {opclass(index.storage_kind, opts.index_distance)})"
+        )
+        if params:
+            sql += " WITH (" + ", ".join(f"{k} = {int(v)}" for k, v in params) + ")"
+        if opts.where is not None:
+            sql += " WHERE " + compiler.sql_compiler.process(opts.where, include_table=False, literal_binds=True)
+        return sql
+
+    def render_drop_vector_index(self, compiler: Any, drop: Any, **kw: Any) -> str:
+        return str(compiler.visit_drop_index(drop, **kw))
+
+    def after_create_vector_index(self, index: Any, connection: Connection) -> None:
+        return None
+
+    def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
+        return None
+
+    def knn_select(self, element: Any) -> Any:
+        """The candidates query: (id, distance) of the k nearest, using exactly the indexed expression."""
+        from ..comparator import VectorDistance
+        from ..types import BitVector, HalfVector
+
+        col, q, index = element.column, element.query, element.index
+        pk = element.key_column
+        precision = index.vector_options.precision if index is not None else None
+        if precision is None or (precision == "halfvec" and col.type.kind is Kind.FLOAT16):
+            return plain_knn_select(element)
+        dim = col.type.dim
+        if precision == "halfvec":
+            approx = VectorDistance(cast(col, HalfVector(dim)), cast(q, HalfVector(dim)), element.operator)
+        else:
+            approx = VectorDistance(cast(func.binary_quantize(col), BitVector(dim)), func.binary_quantize(q), "hamming")
+        inner = sa_select(pk, col)
+        if element.where is not None:
+            inner = inner.where(element.where)
+        cand = inner.order_by(approx).limit(literal_column(str(element.candidates))).subquery("vk_candidates")
+        exact = VectorDistance(cand.c[col.name], q, element.operator)
+        return (
+            sa_select(cand.c[pk.name].label("id"), exact.label("distance"))
+            .order_by(exact)
+            .limit(literal_column(str(element.k)))
+        )
+
+    def render_knn(self, compiler: Any, element: Any, **kw: Any) -> str:
+        return subquery_sql(compiler, self.knn_select(element), **kw)
+
+    def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
+        """``set_config(..., is_local => true)`` for each knob: lasts until the transaction ends."""
+        pairs: list[tuple[str, str]] = []
+        for knob, value in settings.items():
+            for guc in SEARCH_GUCS[knob]:
+                v = value
+                if guc == "ivfflat.iterative_scan" and value == "strict_order":
+                    v = "relaxed_order"  # IVFFlat has no strict order; the outer query re-sorts
+                pairs.append((guc, str(v)))
+        if not pairs:
+            return
+        params = {}
+        calls = []
+        for i, (guc, v) in enumerate(pairs):
+            params[f"n{i}"], params[f"v{i}"] = guc, v
+            calls.append(f"set_config(:n{i}, :v{i}, true)")
+        connection.execute(text("SELECT " + ", ".join(calls)), params)
+
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+        gucs = [g for k in knobs for g in SEARCH_GUCS[k]]
+        params = {f"n{i}": g for i, g in enumerate(gucs)}
+        row = connection.execute(
+            text("SELECT " + ", ".join(f"current_setting(:n{i}, true)" for i in range(len(gucs)))), params
+        ).one()
+        return dict(zip(gucs, row))
+
+    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+        params = {}
+        calls = []
+        for i, (guc, v) in enumerate(previous.items()):
+            params[f"n{i}"], params[f"v{i}"] = guc, v if v is not None else ""
+            calls.append(f"set_config(:n{i}, :v{i}, true)")
+        if calls:
+            connection.execute(text("SELECT " + ", ".join(calls)), params)
+
+    def render_explain(self, compiler: Any, element: Any, **kw: Any) -> str:
+        return explain_sql("EXPLAIN", compiler, element.statement, **kw)
+
+    def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
+        from ..query import Explain
+
+        plan = "\n".join(row[0] for row in connection.execute(Explain(stmt)))
+        used = re.findall(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)", plan)
+        vector_indexes = {i.name for i in self.inspect(connection).indexes}
+        return plan, used, sorted(set(used) & vector_indexes)

@@ -1,0 +1,313 @@
+"""SQLite + sqlite-vec: a VectorIndex as a ``vec0`` virtual table kept in step by triggers, KNN
+queries through it, exact-search fallbacks, ``EXPLAIN QUERY PLAN``, and hiding vec0's tables.
+
+The vec0 table is named like the index and keyed by the base table's primary key. Its triggers
+(``<index>__ai``, ``__au``, ``__ad``) copy the vector (and metadata columns) on insert, update and
+delete; creating the index fills it from the existing rows. sqlite-vec's KNN search is exact
+(a brute-force scan in C), so SQLite results equal numpy's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy import func, literal_column, text
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql import operators, visitors
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClauseList
+
+from ..codec import Kind
+from ..distance import Distance
+from ..exc import UnsupportedDialectError
+from .base import explain_sql, plain_knn_select, subquery_sql
+
+#: sqlite-vec refuses KNN queries with k above this.
+MAX_K = 4096
+_VEC0_METRIC = {Distance.L2: "l2", Distance.COSINE: "cosine", Distance.L1: "l1"}
+_PUSHABLE_OPS = {operators.eq, operators.ne, operators.lt, operators.le, operators.gt, operators.ge}
+_SHADOW = re.compile(r"^(?P<base>.+?)_(info|chunks|rowids|auxiliary|vector_chunks\d+|metadatachunks\d+|metadatatext\d+)$")
+_VEC0_COLUMN = re.compile(r"(?P<col>\w+)\s+(?:float|bit)\[\d+\]", re.I)
+_TRIGGERS = ("__ai", "__au", "__ad")
+
+
+def _metadata_type(column: Any) -> str:
+    type_ = column.type
+    if isinstance(type_, sa.Boolean):
+        return "boolean"
+    if isinstance(type_, sa.Integer):
+        return "integer"
+    if isinstance(type_, (sa.Float, sa.Numeric)):
+        return "float"
+    if isinstance(type_, (sa.String, sa.Enum)):
+        return "text"
+    raise UnsupportedDialectError(
+        f"Metadata column '{column.table.name}.{column.name}' is {type_!r}; sqlite-vec metadata columns "
+        "take integer, float, text or boolean values."
+    )
+
+
+def vec0_table(index: Any) -> sa.Table:
+    """A Core Table describing the vec0 table of ``index`` (private metadata, never created)."""
+    table = index.__dict__.get("_vk_vec0_table")
+    if table is None:
+        col, pk = index.vector_column, _primary_key(index)
+        base = col.table
+        table = sa.Table(
+            index.name,
+            sa.MetaData(),
+            sa.Column(pk.name, pk.type, primary_key=True),
+            sa.Column(col.name, col.type.copy()),
+            sa.Column("distance", sa.Float),
+            sa.Column("k", sa.Integer),
+            *[sa.Column(name, base.c[name].type) for name in index.vector_options.metadata_columns],
+        )
+        index.__dict__["_vk_vec0_table"] = table
+    return table
+
+
+def _primary_key(index: Any) -> Any:
+    pks = list(index.vector_column.table.primary_key.columns)
+    where = f"VectorIndex '{index.name}' on SQLite"
+    if len(pks) != 1:
+        raise UnsupportedDialectError(f"{where} needs a single-column primary key to key its vec0 table, got {len(pks)}.")
+    return pks[0]
+
+
+def _quote(preparer: Any, name: str) -> str:
+    return str(preparer.quote_identifier(name))
+
+
+_PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _vec0_name(index: Any, name: str) -> str:
+    """vec0 parses its own column list and takes no quoted names: only plain identifiers."""
+    if not _PLAIN_NAME.match(name):
+        raise UnsupportedDialectError(
+            f"VectorIndex '{index.name}' on SQLite cannot use column name {name!r}; sqlite-vec's vec0 accepts "
+            "only letters, digits and underscores in its column names."
+        )
+    return name
+
+
+class SQLiteSearch:
+    """VectorIndex DDL, KNN candidates, search knobs and EXPLAIN for SQLite + sqlite-vec."""
+
+    # ------------------------------------------------------------------ declaration and DDL
+
+    def check_vector_index(self, index: Any) -> None:
+        return None  # SQLite-only limits are checked when the index is created, on SQLite
+
+    def _vec0_definition(self, index: Any, preparer: Any) -> str:
+        opts, col, pk = index.vector_options, index.vector_column, _primary_key(index)
+        where = f"VectorIndex '{index.name}' on SQLite"
+        if opts.where is not None:
+            raise UnsupportedDialectError(f"{where} cannot be partial (where=); sqlite-vec vec0 tables index every row.")
+        if isinstance(pk.type, sa.Integer):
+            pk_sql = "integer primary key"
+        elif isinstance(pk.type, sa.String):
+            pk_sql = "text primary key"
+        else:
+            raise UnsupportedDialectError(f"{where} needs an integer or text primary key, got {pk.type!r}.")
+        if index.storage_kind is Kind.BIT:
+            if opts.index_distance is not Distance.HAMMING:
+                raise UnsupportedDialectError(f"{where} cannot use {opts.distance.value}: sqlite-vec bit vectors use hamming.")
+            vec_sql = f"bit[{-(-index.dim // 8) * 8}]"
+        else:
+            metric = _VEC0_METRIC.get(opts.distance)
+            if metric is None:
+                raise UnsupportedDialectError(
+                    f"{where} cannot use {opts.distance.value} distance: sqlite-vec's vec0 supports l2, cosine and l1; "
+                    "use cosine (the same order for normalised vectors) or query without an index."
+                )
+            vec_sql = f"float[{index.dim}] distance_metric={metric}"
+        parts = [f"{_vec0_name(index, pk.name)} {pk_sql}", f"{_vec0_name(index, col.name)} {vec_sql}"]
+        for name in opts.metadata_columns:
+            parts.append(f"{_vec0_name(index, name)} {_metadata_type(col.table.c[name])}")
+        return f"CREATE VIRTUAL TABLE {_quote(preparer, index.name)} USING vec0({', '.join(parts)})"
+
+    def render_create_vector_index(self, compiler: Any, create: Any, **kw: Any) -> str:
+        return self._vec0_definition(create.element, compiler.preparer)
+
+    def render_drop_vector_index(self, compiler: Any, drop: Any, **kw: Any) -> str:
+        return f"DROP TABLE IF EXISTS {_quote(compiler.preparer, drop.element.name)}"
+
+    def before_create_vector_index(self, index: Any, connection: Connection) -> None:
+        self._vec0_definition(index, connection.dialect.identifier_preparer)  # refuse before any DDL
+
+    def _encode(self, index: Any, value_sql: str) -> str:
+        if index.vector_options.precision == "binary":
+            return f"vec_quantize_binary({value_sql})"
+        if index.storage_kind is Kind.BIT:
+            return f"vec_bit({value_sql})"
+        return value_sql
+
+    def after_create_vector_index(self, index: Any, connection: Connection) -> None:
+        """Create the triggers that keep the vec0 table in step, then fill it from existing rows."""
+        q = connection.dialect.identifier_preparer.quote_identifier
+        col, pk = index.vector_column, _primary_key(index)
+        base, vt = q(col.table.name), q(index.name)
+        names = [pk.name, col.name, *index.vector_options.metadata_columns]
+        target = ", ".join(q(n) for n in names)
+
+        def values(row: str) -> str:
+            cols = [f"{row}.{q(n)}" for n in names]
+            cols[1] = self._encode(index, cols[1])
+            return ", ".join(cols)
+
+        not_null = f"NEW.{q(col.name)} IS NOT NULL"
+        statements = [
+            f"CREATE TRIGGER {q(index.name + '__ai')} AFTER INSERT ON {base} WHEN {not_null} BEGIN "
+            f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
+            f"CREATE TRIGGER {q(index.name + '__au')} AFTER UPDATE OF {', '.join(q(n) for n in names)} ON {base} BEGIN "
+            f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; "
+            f"INSERT INTO {vt}({target}) SELECT {values('NEW')} WHERE {not_null}; END",
+            f"CREATE TRIGGER {q(index.name + '__ad')} AFTER DELETE ON {base} BEGIN "
+            f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; END",
+            f"INSERT INTO {vt}({target}) SELECT {values(base)} FROM {base} WHERE {base}.{q(col.name)} IS NOT NULL",
+        ]
+        for sql in statements:
+            connection.exec_driver_sql(sql)
+
+    def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
+        q = connection.dialect.identifier_preparer.quote_identifier
+        for suffix in _TRIGGERS:
+            connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(index.name + suffix)}")
+        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {q(index.name)}")
+
+    # ------------------------------------------------------------------ queries
+
+    def _pushdown(self, where: Any, index: Any, vt: sa.Table) -> Optional[Any]:
+        """``where`` rewritten onto the vec0 table's metadata columns, or None if vec0 cannot run it."""
+        if where is None:
+            return None
+        allowed = set(index.vector_options.metadata_columns)
+        base = index.vector_column.table
+
+        def ok(clause: Any) -> bool:
+            if isinstance(clause, BooleanClauseList) and clause.operator is operators.and_:
+                return all(ok(c) for c in clause.clauses)
+            if isinstance(clause, BinaryExpression) and clause.operator in _PUSHABLE_OPS:
+                left, right = clause.left, clause.right
+                return (
+                    isinstance(left, sa.Column)
+                    and left.table is base
+                    and left.name in allowed
+                    and isinstance(right, BindParameter)
+                )
+            return False
+
+        if not ok(where):
+            return None
+
+        def swap(element: Any) -> Any:
+            if isinstance(element, sa.Column) and element.table is base:
+                return vt.c[element.name]
+            return None
+
+        return visitors.replacement_traverse(where, {}, swap)  # type: ignore[call-overload]
+
+    def knn_select(self, element: Any) -> Any:
+        from ..comparator import VectorDistance
+
+        index, col, q = element.index, element.column, element.query
+        if index is None or element.k > MAX_K:
+            return plain_knn_select(element)
+        vt = vec0_table(index)
+        pushed = self._pushdown(element.where, index, vt)
+        if element.where is not None and pushed is None:
+            return plain_knn_select(element)  # filter first, then exact distances: k rows if k qualify
+        if index.vector_options.precision == "binary":
+            match = func.vec_quantize_binary(q)
+        elif index.storage_kind is Kind.BIT:
+            match = func.vec_bit(q)
+        else:
+            match = q
+        pk = element.key_column
+        conditions = [vt.c[col.name].op("MATCH")(match)]
+        if pushed is not None:
+            conditions.append(pushed)
+        if index.vector_options.precision != "binary":
+            k: Any = literal_column(str(element.k))
+            return sa_select(vt.c[pk.name].label("id"), vt.c.distance.label("distance")).where(vt.c.k == k, *conditions)
+        candidates: Any = literal_column(str(min(element.candidates, MAX_K)))
+        knn = sa_select(vt.c[pk.name].label("cid")).where(vt.c.k == candidates, *conditions).subquery("vk_candidates")
+        exact = VectorDistance(col, q, element.operator)
+        return (
+            sa_select(pk.label("id"), exact.label("distance"))
+            .join_from(col.table, knn, pk == knn.c.cid)
+            .order_by(exact)
+            .limit(literal_column(str(element.k)))
+        )
+
+    def render_knn(self, compiler: Any, element: Any, **kw: Any) -> str:
+        return subquery_sql(compiler, self.knn_select(element), **kw)
+
+    # ------------------------------------------------------------------ knobs and plans
+
+    def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
+        return None  # vec0 KNN is exact: there is nothing to tune
+
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+        return {}
+
+    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+        return None
+
+    def render_explain(self, compiler: Any, element: Any, **kw: Any) -> str:
+        return explain_sql("EXPLAIN QUERY PLAN", compiler, element.statement, **kw)
+
+    def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
+        from ..query import Explain
+
+        rows = connection.execute(Explain(stmt)).all()
+        plan = "\n".join(str(row[-1]) for row in rows)
+        vec0 = set(_vec0_tables(connection))
+        used = sorted({m.group(1) for m in re.finditer(r"(?:SCAN|SEARCH) (\S+)", plan)})
+        vector_used = sorted(name for name in used if name in vec0 and "VIRTUAL TABLE INDEX" in plan)
+        return plan, used, vector_used
+
+    # ------------------------------------------------------------------ reflection
+
+    def hide_vec0_tables(self, engine: Engine) -> None:
+        """Reflection through this engine skips vec0 tables and shows them as indexes instead."""
+        dialect = engine.dialect
+        get_table_names, get_indexes = dialect.get_table_names, dialect.get_indexes
+
+        def table_names(connection: Any, schema: Any = None, **kw: Any) -> list[str]:
+            hidden = set(_vec0_tables(connection))
+            return [n for n in get_table_names(connection, schema=schema, **kw) if not _is_vec0(n, hidden)]
+
+        def indexes(connection: Any, table_name: str, schema: Any = None, **kw: Any) -> list[Any]:
+            found = list(get_indexes(connection, table_name, schema=schema, **kw))
+            for name, sql in _vec0_tables(connection).items():
+                trigger = connection.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?",
+                    (name + "__ai", table_name),
+                ).scalar()
+                match = _VEC0_COLUMN.search(sql or "")
+                if trigger and match:
+                    found.append(
+                        {"name": name, "column_names": [match.group("col")], "unique": False, "dialect_options": {"sqlite_vec0": sql}}
+                    )
+            return found
+
+        dialect.get_table_names = table_names  # type: ignore[method-assign]
+        dialect.get_indexes = indexes  # type: ignore[method-assign]
+
+
+def _vec0_tables(connection: Any) -> dict[str, str]:
+    rows = connection.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE 'CREATE VIRTUAL TABLE%' AND sql LIKE '%vec0%'"
+    )
+    return {name: sql for name, sql in rows}
+
+
+def _is_vec0(name: str, vec0: set[str]) -> bool:
+    if name in vec0:
+        return True
+    match = _SHADOW.match(name)
+    return bool(match and match.group("base") in vec0)

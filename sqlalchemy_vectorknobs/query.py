@@ -1,0 +1,330 @@
+"""Nearest-neighbour queries: ``nearest``, query-time knobs (``vector_search``, ``search_settings``)
+and ``explain``.
+
+``vk.nearest(Doc.embedding, q, k=10)`` is an ordinary ``Select`` of ``(Doc, distance)``, nearest
+first. Its candidates come from a subquery that each dialect writes its own way:
+
+* PostgreSQL: ``ORDER BY <indexed expression> <op> q LIMIT k`` (the halfvec cast or
+  ``binary_quantize`` when the index uses them, then an exact re-rank), so the planner can use
+  the HNSW / IVFFlat index; with a filter, iterative index scans keep k rows coming.
+* SQLite: the ``vec0`` index table's ``MATCH ? AND k = ?`` KNN search (filters on its metadata
+  columns are pushed into it); exact search when there is no index, when a filter touches other
+  columns (filter first, then exact distances: always k rows when k rows qualify), or when
+  k exceeds sqlite-vec's 4,096.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+from . import dialects
+from .comparator import _BY_METRIC
+from .distance import Distance
+from .exc import IncompatibleOperatorError, InvalidSearchSettingError
+from .index import VectorIndex
+
+__all__ = [
+    "nearest",
+    "search_settings",
+    "validate_search_settings",
+    "explain",
+    "ExplainResult",
+    "VectorKnn",
+    "SEARCH_SETTINGS",
+    "SQLITE_MAX_K",
+]
+
+#: sqlite-vec refuses KNN queries with k above this; larger k falls back to exact search.
+SQLITE_MAX_K = 4096
+
+
+class VectorKnn(FunctionElement[Any]):
+    """The k nearest (id, distance) of one vector column; the dialect writes the SQL."""
+
+    name = "vk_knn"
+    inherit_cache = True
+    _traverse_internals = FunctionElement._traverse_internals + [
+        ("column", InternalTraversal.dp_clauseelement),
+        ("query", InternalTraversal.dp_clauseelement),
+        ("where", InternalTraversal.dp_clauseelement),
+        ("k", InternalTraversal.dp_plain_obj),
+        ("candidates", InternalTraversal.dp_plain_obj),
+        ("operator", InternalTraversal.dp_string),
+        ("index_name", InternalTraversal.dp_string),
+    ]
+
+    def __init__(
+        self,
+        column: Any,
+        query: Any,
+        k: int,
+        *,
+        operator: str,
+        where: Any = None,
+        index: Optional[VectorIndex] = None,
+        candidates: int,
+    ) -> None:
+        self.column = column
+        self.query = query
+        self.k = k
+        self.candidates = candidates
+        self.operator = operator
+        self.where = where
+        self.index_name = index.name if index is not None else ""
+        super().__init__()
+
+    @property
+    def index(self) -> Optional[VectorIndex]:
+        for index in self.column.table.indexes:
+            if isinstance(index, VectorIndex) and index.name == self.index_name:
+                return index
+        return None
+
+    @property
+    def key_column(self) -> Any:
+        return _primary_key(self.column.table)
+
+
+@compiles(VectorKnn)
+def _compile_knn(element: VectorKnn, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_knn(compiler, element, **kw)
+
+
+def _primary_key(table: Any) -> Any:
+    pks = list(table.primary_key.columns)
+    if len(pks) != 1:
+        raise IncompatibleOperatorError(
+            f"Table '{table.name}' has {len(pks)} primary key columns; vk.nearest needs exactly one to join results back."
+        )
+    return pks[0]
+
+
+def _resolve(column: Any) -> tuple[Any, Any, Any]:
+    """(table column, entity to select, primary key expression on that entity)."""
+    if hasattr(column, "property") and hasattr(column, "parent"):  # ORM attribute, maybe aliased
+        base = column.property.columns[0]
+        parent = column.parent  # a Mapper, or the AliasedInsp of an aliased entity
+        pk_prop = parent.mapper.get_property_by_column(_primary_key(base.table))
+        return base, parent.entity, getattr(parent.entity, pk_prop.key)
+    if isinstance(column, sa.Column) and column.table is not None:
+        return column, column.table, _primary_key(column.table)
+    raise IncompatibleOperatorError(
+        f"vk.nearest needs a vector column or mapped attribute, got {type(column).__name__}."
+    )
+
+
+def find_index(column: Any, distance: Optional[Distance]) -> Optional[VectorIndex]:
+    """The VectorIndex on ``column`` for ``distance`` (any, if None); unquantized ones first."""
+    found = [
+        ix
+        for ix in column.table.indexes
+        if isinstance(ix, VectorIndex)
+        and ix.vector_column is column
+        and (distance is None or ix.vector_options.distance is distance)
+    ]
+    found.sort(key=lambda ix: ix.vector_options.precision is not None)
+    return found[0] if found else None
+
+
+def nearest(
+    column: Any,
+    query: Any,
+    k: int = 10,
+    *,
+    distance: Distance | str | None = None,
+    where: Any = None,
+    max_distance: Optional[float] = None,
+    candidates: Optional[int] = None,
+) -> sa.Select[Any]:
+    """A ``Select`` of ``(entity, distance)``: the ``k`` rows nearest to ``query``, nearest first.
+
+    ``distance`` defaults to the distance of the column's :class:`VectorIndex` (cosine if it has
+    none); for inner product the distance is the negative dot product, as pgvector's ``<#>``.
+    ``where`` filters rows (k rows come back whenever k rows qualify); ``max_distance`` drops
+    results farther than that. ``candidates`` is how many rows a halfvec/binary-quantized index
+    proposes for exact re-ranking (default ``max(10 * k, 100)``)::
+
+        stmt = vk.nearest(Doc.embedding, q, k=5, where=Doc.category == "news")
+        for doc, distance in session.execute(stmt):
+            ...
+    """
+    col, entity, pk = _resolve(column)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidSearchSettingError(f"vk.nearest k={k!r} is not a positive whole number.")
+    metric = Distance.parse(distance) if distance is not None else None
+    index = find_index(col, metric)
+    if metric is None:
+        metric = index.vector_options.distance if index is not None else Distance.COSINE
+    if metric not in col.type.metrics:
+        allowed = ", ".join(sorted(m.value for m in col.type.metrics))
+        raise IncompatibleOperatorError(
+            f"{col.type.subject} is a {type(col.type).__name__}, which has no {metric.value} distance; its distances are {allowed}."
+        )
+    if candidates is None:
+        candidates = max(10 * k, 100)
+    if isinstance(query, ClauseElement):
+        q = query
+    else:
+        q = sa.literal(col.type.check(query), col.type)
+    if isinstance(where, str):
+        where = sa.text(where)
+    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(candidates, k))
+    cand = knn.table_valued(sa.column("id", col.table.primary_key.columns[0].type), sa.column("distance", sa.Float))
+    dist = cand.c.distance
+    stmt = sa.select(entity, dist.label("distance")).join(cand, pk == cand.c.id).order_by(dist)
+    if max_distance is not None:
+        stmt = stmt.where(dist <= max_distance)
+    needs = _needed_settings(k, where, index)
+    if needs:
+        stmt = stmt.execution_options(vector_search_defaults=needs)
+    return stmt
+
+
+#: pgvector's default hnsw.ef_search: an HNSW scan returns at most this many rows.
+DEFAULT_EF_SEARCH = 40
+
+
+def _needed_settings(k: int, where: Any, index: Optional[VectorIndex]) -> dict[str, Any]:
+    """Knobs without which an approximate index could return fewer than k rows.
+
+    They are applied under any ``vector_search`` the caller sets (key by key), and only where
+    needed, so a plain top-k query costs no extra round trip.
+    """
+    needs: dict[str, Any] = {}
+    method = index.vector_options.method if index is not None else None
+    if where is not None or k > SEARCH_SETTINGS["ef_search"][2] or method in ("ivfflat", "auto"):
+        needs["iterative_scan"] = "strict_order"
+    if k > DEFAULT_EF_SEARCH:
+        needs["ef_search"] = min(k, int(SEARCH_SETTINGS["ef_search"][2]))
+    return needs
+
+
+# --------------------------------------------------------------------------- knobs
+
+_ITERATIVE = ("off", "relaxed_order", "strict_order")
+#: knob -> (type, low, high) ; iterative_scan takes one of _ITERATIVE
+SEARCH_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "ef_search": (int, 1, 1000),
+    "probes": (int, 1, 32768),
+    "max_probes": (int, 1, 32768),
+    "max_scan_tuples": (int, 1, 2**31 - 1),
+    "scan_mem_multiplier": (float, 1, 1000),
+}
+
+
+def validate_search_settings(settings: Any) -> dict[str, Any]:
+    """Check ``vector_search`` knobs; returns them normalised or raises one clear error."""
+    if not isinstance(settings, dict):
+        raise InvalidSearchSettingError(
+            f"vector_search must be a dict of knobs, got {type(settings).__name__}; "
+            "for example {'ef_search': 100}."
+        )
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name == "iterative_scan":
+            if value not in _ITERATIVE:
+                raise InvalidSearchSettingError(
+                    f"vector_search iterative_scan={value!r} is not valid; use 'off', 'relaxed_order' or 'strict_order'."
+                )
+            out[name] = value
+            continue
+        spec = SEARCH_SETTINGS.get(name)
+        if spec is None:
+            known = ", ".join(["iterative_scan", *SEARCH_SETTINGS])
+            raise InvalidSearchSettingError(f"vector_search knob {name!r} is not known; the knobs are {known}.")
+        kind, low, high = spec
+        ok_type = isinstance(value, (int, float)) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok_type or not low <= value <= high:
+            what = "a whole number" if kind is int else "a number"
+            raise InvalidSearchSettingError(
+                f"vector_search {name}={value!r} is not valid; it takes {what} from {low:g} to {high:g}."
+            )
+        out[name] = value
+    return out
+
+
+def statement_settings(execution_options: Any) -> dict[str, Any]:
+    """The validated knobs for one execution: ``vector_search`` over ``nearest``'s own needs."""
+    defaults = execution_options.get("vector_search_defaults") or {}
+    knobs = execution_options.get("vector_search")
+    if knobs is not None and not isinstance(knobs, dict):
+        return validate_search_settings(knobs)  # raises the clear error
+    merged = {**defaults, **(knobs or {})}
+    return validate_search_settings(merged) if merged else {}
+
+
+@contextlib.contextmanager
+def search_settings(session: Any, **settings: Any) -> Iterator[None]:
+    """Apply query-time knobs to the session's current transaction for the ``with`` block::
+
+        with vk.search_settings(session, ef_search=200, iterative_scan="strict_order"):
+            rows = session.execute(vk.nearest(Doc.embedding, q, k=50)).all()
+
+    On PostgreSQL the knobs are ``SET LOCAL`` (via ``set_config(..., true)``) and restored on exit;
+    on SQLite they are validated and have no effect (sqlite-vec's vec0 search is exact).
+    """
+    checked = validate_search_settings(settings)
+    conn = session.connection() if hasattr(session, "connection") and callable(session.connection) else session
+    support = dialects.for_dialect(conn.dialect)
+    previous = support.current_settings(conn, list(checked))
+    support.apply_search_settings(conn, checked)
+    try:
+        yield
+    finally:
+        support.restore_settings(conn, previous)
+
+
+# --------------------------------------------------------------------------- explain
+
+
+class Explain(Executable, ClauseElement):
+    """``EXPLAIN`` (PostgreSQL) / ``EXPLAIN QUERY PLAN`` (SQLite) of a statement."""
+
+    inherit_cache = False
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+@compiles(Explain)
+def _compile_explain(element: Explain, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_explain(compiler, element, **kw)
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    """The plan of a statement and the vector indexes it uses."""
+
+    plan: str
+    indexes_used: list[str]
+    vector_indexes_used: list[str]
+
+    @property
+    def uses_vector_index(self) -> bool:
+        return bool(self.vector_indexes_used)
+
+    def __str__(self) -> str:
+        return self.plan
+
+
+def explain(session: Any, stmt: Any) -> ExplainResult:
+    """Plan ``stmt`` on the session's (or connection's) database and say which indexes it uses::
+
+        result = vk.explain(session, vk.nearest(Doc.embedding, q, k=10))
+        assert result.uses_vector_index, result.plan
+    """
+    conn = session.connection() if hasattr(session, "connection") and callable(session.connection) else session
+    support = dialects.for_dialect(conn.dialect)
+    knobs = statement_settings(getattr(stmt, "_execution_options", {}))
+    if knobs:
+        support.apply_search_settings(conn, knobs)
+    plan, used, vector_used = support.explain(conn, stmt)
+    return ExplainResult(plan, used, vector_used)
