@@ -30,7 +30,10 @@ class VectorKnobsPlugin(CreateEnginePlugin):
 
     def __init__(self, url: URL, kwargs: dict[str, Any]) -> None:
         super().__init__(url, kwargs)
+        from .query import ENGINE_SEARCH_DEFAULTS, validate_search_settings
+
         self._support = dialects.for_url(url)
+        self._settings = validate_search_settings(kwargs.pop("vector_search", ENGINE_SEARCH_DEFAULTS))
         self._support.prepare_engine_kwargs(url, kwargs)
 
     def update_url(self, url: URL) -> URL:
@@ -38,6 +41,7 @@ class VectorKnobsPlugin(CreateEnginePlugin):
 
     def engine_created(self, engine: Engine) -> None:
         self._support.setup_engine(engine)
+        self._support.set_connection_defaults(engine, self._settings)
 
 
 def _register_plugin() -> None:
@@ -57,7 +61,9 @@ def _with_plugin(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_engine(url: str | URL, **kw: Any) -> Engine:
-    """``sqlalchemy.create_engine`` with the vectorknobs plugin; same arguments.
+    """``sqlalchemy.create_engine`` with the vectorknobs plugin; same arguments, plus
+    ``vector_search={...}``: search knobs every connection starts with (default
+    ``{"ef_search": 100}``; ``{}`` keeps the database's own defaults).
 
     >>> import sqlalchemy_vectorknobs as vk
     >>> engine = vk.create_engine("sqlite://")

@@ -45,6 +45,9 @@ class DialectSupport(Protocol):
     def setup_engine(self, engine: Engine) -> None:
         """Attach per-connection setup (extensions, codecs) and reflection to an engine."""
 
+    def set_connection_defaults(self, engine: Engine, settings: dict[str, Any]) -> None:
+        """Make every new connection start with these (validated) search knobs."""
+
     def before_create_table(self, table: Any, connection: Connection) -> None:
         """Run before CREATE TABLE of a table with vector columns."""
 

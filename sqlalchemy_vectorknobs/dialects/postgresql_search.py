@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any, Optional
 
-from sqlalchemy import cast, func, literal_column, text
+from sqlalchemy import cast, event, func, literal_column, text
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 
@@ -69,6 +69,22 @@ def ivfflat_lists(rows: int) -> int:
     return max(1, min(32768, rows // 1000 if rows <= 1_000_000 else int(rows**0.5)))
 
 
+def _gucs(settings: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(GUC, value) pairs for validated knobs."""
+    pairs = []
+    for knob, value in settings.items():
+        for guc in SEARCH_GUCS[knob]:
+            if guc == "ivfflat.iterative_scan" and value == "strict_order":
+                value = "relaxed_order"  # IVFFlat has no strict order; the outer query re-sorts
+            pairs.append((guc, value))
+    return pairs
+
+
+def _setting_literal(guc: str, value: Any) -> str:
+    # Values are validated knobs (numbers, or one of three fixed words): safe to inline.
+    return str(value) if isinstance(value, (int, float)) else f"'{value}'"
+
+
 def _index_expression(index: Any, preparer: Any) -> str:
     col = preparer.quote(index.vector_column.name)
     precision, kind, dim = index.vector_options.precision, index.vector_type.kind, index.dim
@@ -84,6 +100,23 @@ class PostgreSQLSearch:
 
     def inspect(self, connection: Connection) -> Any:  # provided by PostgreSQLSupport
         raise NotImplementedError
+
+    def set_connection_defaults(self, engine: Any, settings: dict[str, Any]) -> None:
+        """``SET`` the knobs (session level) on each new connection, committed there and then."""
+        statements = [f"SET {guc} = {_setting_literal(guc, value)}" for guc, value in _gucs(settings)]
+        if not statements:
+            return
+
+        def on_connect(dbapi_conn: Any, record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            try:
+                for sql in statements:
+                    cur.execute(sql)
+            finally:
+                cur.close()
+            dbapi_conn.commit()
+
+        event.listen(engine, "connect", on_connect)
 
     def before_execute(
         self, conn: Connection, clauseelement: Any, multiparams: Any, params: Any, execution_options: Any
@@ -221,13 +254,7 @@ class PostgreSQLSearch:
 
     def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
         """``set_config(..., is_local => true)`` for each knob: lasts until the transaction ends."""
-        pairs: list[tuple[str, str]] = []
-        for knob, value in settings.items():
-            for guc in SEARCH_GUCS[knob]:
-                v = value
-                if guc == "ivfflat.iterative_scan" and value == "strict_order":
-                    v = "relaxed_order"  # IVFFlat has no strict order; the outer query re-sorts
-                pairs.append((guc, str(v)))
+        pairs = [(guc, str(value)) for guc, value in _gucs(settings)]
         if not pairs:
             return
         params = {}

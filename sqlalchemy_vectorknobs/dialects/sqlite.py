@@ -221,6 +221,7 @@ class SQLiteSupport(SQLiteSearch):
             load_sqlite_vec(dbapi_conn)
 
         event.listen(engine, "connect", on_connect)
+        event.listen(engine, "before_execute", self.before_execute)
         self.hide_vec0_tables(engine)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
