@@ -6,7 +6,9 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import sqlalchemy as sa
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -20,6 +22,21 @@ def run_example(name: str, *args: str) -> str:
     return proc.stdout
 
 
+@pytest.fixture
+def pg_database(pg_url: sa.URL) -> Iterator[str]:
+    """The URL of a new, empty database on the test server (dropped afterwards)."""
+    name = f"vk_ex_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield pg_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
 def test_quickstart_on_sqlite() -> None:
     out = run_example("quickstart.py")
     assert "Stored 320 products" in out
@@ -28,16 +45,18 @@ def test_quickstart_on_sqlite() -> None:
     assert all("kitchen,kitchen,kitchen,kitchen,kitchen" in line for line in rows), out
 
 
-def test_quickstart_on_postgresql(pg_url: sa.URL) -> None:
-    name = f"vk_ex_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        url = pg_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-        out = run_example("quickstart.py", url)
-        assert out.count(" yes") == 4, out
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+def test_quickstart_on_postgresql(pg_database: str) -> None:
+    out = run_example("quickstart.py", pg_database)
+    assert out.count(" yes") == 4, out
+
+
+def test_indexed_search_on_sqlite() -> None:
+    out = run_example("indexed_search.py")
+    assert "bulk_load: 20000 rows" in out and "index used: ['article_embedding_idx']" in out, out
+    assert out.rstrip().endswith("OK"), out
+
+
+def test_indexed_search_on_postgresql(pg_database: str) -> None:
+    out = run_example("indexed_search.py", pg_database)
+    assert "on postgresql" in out and "index used: ['article_embedding_idx']" in out, out
+    assert out.rstrip().endswith("OK"), out
