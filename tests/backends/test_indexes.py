@@ -251,3 +251,24 @@ def test_bad_query_vector_fails_when_building_the_query(backend: Backend) -> Non
         vk.nearest(t.c.embedding, [1.0, 2.0])
     with pytest.raises(vk.InvalidSearchSettingError, match="k=0 is not a positive whole number"):
         vk.nearest(t.c.embedding, np.zeros(32), k=0)
+
+
+def test_ivfflat_by_create_all_and_auto_method(pg_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy_vectorknobs.index as vk_index
+
+    md, t, ivf = make_table("vector", distance="l2", method="ivfflat")
+    auto = vk.VectorIndex(f"{t.name}_auto", t.c.embedding, distance="cosine", method="auto")
+    pg_backend.run(md.create_all)
+    try:
+        report = {i.name: i for i in pg_backend.run(vk.inspect_vectors).indexes}
+        assert (report[ivf.name].method, report[ivf.name].options) == ("ivfflat", {"lists": "100"})  # empty table
+        assert report[auto.name].method == "hnsw"  # few rows: HNSW
+        x = data("vector")
+        pg_backend.run(lambda c: c.execute(sa.insert(t), [{"id": i, "cat": 0, "embedding": x[i]} for i in range(N)]))
+        monkeypatch.setattr(vk_index, "AUTO_IVFFLAT_ROWS", 200)  # pretend 300 rows is a big table
+        pg_backend.run(lambda c: (auto.drop(c), auto.create(c)))
+        info = {i.name: i for i in pg_backend.run(vk.inspect_vectors).indexes}[auto.name]
+        assert (info.method, info.options, info.opclass) == ("ivfflat", {"lists": "1"}, "vector_cosine_ops")  # 300 // 1000 -> 1
+        assert auto.resolved == {"method": "ivfflat", "lists": 1, "rows": N}
+    finally:
+        pg_backend.run(md.drop_all)
