@@ -1,6 +1,188 @@
-"""Alembic operations and autogenerate support for sqlalchemy-vectorknobs.
+"""Alembic support for sqlalchemy-vectorknobs: vector operations and autogenerate.
 
-This package depends on ``sqlalchemy_vectorknobs`` and never the reverse. Its operations
-(``op.create_vector_index`` and friends) and the autogenerate plugin are not written yet; until
-they are, importing it gives only this docstring.
+Importing ``alembic_ext`` registers the operations (``op.create_vector_index`` and friends);
+generated migrations import it. Autogenerate is one line in ``env.py``::
+
+    import alembic_ext
+
+    context.configure(connection=connection, target_metadata=target_metadata,
+                      **alembic_ext.autogenerate_options())
+
+``autogenerate_options`` works on every supported Alembic: on 1.18+ through the ``alembic_ext``
+plugin (published under the ``alembic.plugins`` entry point), before that through Alembic's
+global comparator registry. Your own ``render_item``, ``include_object``, ``compare_type`` and
+``autogenerate_plugins`` are passed in and kept.
 """
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Optional, Sequence
+
+
+def _alembic_is_loading() -> bool:
+    """True while Alembic itself is importing and loading its ``alembic.plugins`` entry points."""
+    mod = sys.modules.get("alembic")
+    return mod is not None and not hasattr(mod, "op")
+
+
+#: Set while this package was imported by Alembic's plugin loading, before Alembic was ready:
+#: then nothing below can import Alembic, and alembic_ext.plugin discards this half-made package
+#: so that the next ``import alembic_ext`` (env.py, a migration) runs in full.
+DEFERRED = _alembic_is_loading()
+
+if not DEFERRED:
+    import alembic
+
+    from . import impl as _impl  # noqa: F401  (registers the operation implementations)
+    from . import render as _render  # noqa: F401  (registers the renderers)
+    from .ops import (
+        AlterVectorColumnOp,
+        CreateVectorExtensionOp,
+        CreateVectorIndexOp,
+        DropVectorExtensionOp,
+        DropVectorIndexOp,
+        ReindexVectorIndexOp,
+    )
+
+__all__ = [
+    "autogenerate_options",
+    "CreateVectorExtensionOp",
+    "DropVectorExtensionOp",
+    "CreateVectorIndexOp",
+    "DropVectorIndexOp",
+    "ReindexVectorIndexOp",
+    "AlterVectorColumnOp",
+]
+
+_DEFAULT_PLUGINS = ["alembic.autogenerate.*"]
+
+
+def _has_plugin_system() -> bool:
+    major, minor = (int(p) for p in alembic.__version__.split(".")[:2])
+    return (major, minor) >= (1, 18)
+
+
+def _register_comparator() -> list[str]:
+    """Make the vector comparator part of autogenerate; returns the plugin names to enable."""
+    from .compare import compare_vectors
+    from .plugin import PLUGIN_NAME
+
+    if _has_plugin_system():
+        from alembic.runtime import plugins
+
+        if PLUGIN_NAME not in plugins._all_plugins:  # not installed through the entry point
+            from . import plugin as plugin_module
+
+            plugins.Plugin.setup_plugin_from_module(plugin_module, PLUGIN_NAME)
+        return [PLUGIN_NAME]
+    from alembic.autogenerate import comparators
+
+    if not getattr(_register_comparator, "_done", False):
+        comparators.dispatch_for("table")(compare_vectors)
+        _register_comparator._done = True  # type: ignore[attr-defined]
+    return []
+
+
+def _is_vector_index(obj: Any, reflected: bool) -> bool:
+    from sqlalchemy_vectorknobs import VectorIndex
+
+    if isinstance(obj, VectorIndex):
+        return True
+    if reflected:
+        using = obj.dialect_options["postgresql"].get("using") if "postgresql" in obj.dialect_options else None
+        return using in ("hnsw", "ivfflat")
+    return False
+
+
+def _creates_vector_columns(ops: Any) -> bool:
+    from alembic.operations import ops as alembic_ops
+
+    from sqlalchemy_vectorknobs.types import VectorType
+
+    for op in getattr(ops, "ops", []):
+        if isinstance(op, alembic_ops.CreateTableOp):
+            if any(isinstance(getattr(c, "type", None), VectorType) for c in op.columns):
+                return True
+        elif isinstance(op, alembic_ops.AddColumnOp) and isinstance(op.column.type, VectorType):
+            return True
+        elif _creates_vector_columns(op):  # ModifyTableOps
+            return True
+    return False
+
+
+def _ensure_extension(context: Any, script: Any) -> None:
+    """Put ``create_vector_extension`` first when a migration needs pgvector and it is missing."""
+    if context.dialect.name != "postgresql" or context.bind is None:
+        return
+    upgrade, downgrade = script.upgrade_ops_list[-1], script.downgrade_ops_list[-1]
+    if not _creates_vector_columns(upgrade):
+        return
+    import sqlalchemy_vectorknobs as vk
+
+    if vk.inspect_vectors(context.bind).extension_version is not None:
+        return
+    upgrade.ops.insert(0, CreateVectorExtensionOp())
+    downgrade.ops.append(DropVectorExtensionOp())
+
+
+def autogenerate_options(
+    *,
+    render_item: Optional[Callable[..., Any]] = None,
+    include_object: Optional[Callable[..., bool]] = None,
+    compare_type: Optional[Callable[..., Any]] = None,
+    process_revision_directives: Optional[Callable[..., Any]] = None,
+    autogenerate_plugins: Optional[Sequence[str]] = None,
+) -> dict[str, Any]:
+    """Keyword arguments for ``context.configure`` that make autogenerate vector-aware.
+
+    - vector types render as ``sqlalchemy_vectorknobs.Vector(384)`` with their imports;
+    - ``VectorIndex`` objects become ``op.create_vector_index`` / ``op.drop_vector_index`` with
+      every parameter compared against the live catalog (Alembic's own index comparison skips
+      them, so opclasses and parameters are never lost or proposed forever);
+    - dimension and type changes become ``op.alter_vector_column``;
+    - vec0 tables (SQLite) never appear (a vectorknobs engine hides them from reflection);
+    - a migration that creates the first vector columns starts with ``op.create_vector_extension()``
+      when the PostgreSQL database does not have pgvector yet.
+
+    Pass your own hooks (including ``process_revision_directives``) here instead of to
+    ``configure``: they run after these.
+    """
+
+    def _render_item(type_: str, obj: Any, autogen_context: Any) -> Any:
+        if type_ == "type":
+            rendered = _render.render_type(obj, autogen_context)
+            if rendered is not False:
+                return rendered
+        return render_item(type_, obj, autogen_context) if render_item else False
+
+    def _include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "index" and (_is_vector_index(obj, reflected) or _is_vector_index(compare_to, False)):
+            return False  # compared by alembic_ext, with operator classes and parameters
+        return include_object(obj, name, type_, reflected, compare_to) if include_object else True
+
+    def _compare_type(context: Any, inspected: Any, metadata: Any, inspected_type: Any, metadata_type: Any) -> Any:
+        from sqlalchemy_vectorknobs.types import VectorType
+
+        if isinstance(metadata_type, VectorType):
+            return False  # alembic_ext emits alter_vector_column, which also rebuilds the indexes
+        if compare_type is not None:
+            return compare_type(context, inspected, metadata, inspected_type, metadata_type)
+        return None
+
+    def _process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
+        if directives:
+            _ensure_extension(context, directives[0])
+        if process_revision_directives is not None:
+            process_revision_directives(context, revision, directives)
+
+    options: dict[str, Any] = {
+        "render_item": _render_item,
+        "include_object": _include_object,
+        "compare_type": _compare_type,
+        "process_revision_directives": _process_revision_directives,
+    }
+    extra = _register_comparator()
+    if _has_plugin_system():
+        options["autogenerate_plugins"] = list(autogenerate_plugins or _DEFAULT_PLUGINS) + extra
+    return options

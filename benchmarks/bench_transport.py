@@ -44,24 +44,30 @@ import io
 import os
 import platform
 import pstats
-import shutil
-import statistics
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 import psycopg
 import sqlalchemy as sa
+from _common import (  # benchmarks/_common.py (the script's directory is on sys.path)
+    Server,
+    Stat,
+    alternating,
+    ensure_extension,
+    pkg_version,
+    print_table,
+    start_server,
+    verdict,
+    vs_baseline,
+)
 from pgvector import Vector as PgvVector
 from pgvector.sqlalchemy import VECTOR as PGV_VECTOR
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
@@ -89,25 +95,6 @@ QUICK = Config(name="quick", repeats=3, micro_calls=1024, rows=2_000, profile=Fa
 
 
 # --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median, min and max of the timed repeats (warm-up excluded)."""
-
-    samples: tuple[float, ...]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.samples)
-
-    @property
-    def min(self) -> float:
-        return min(self.samples)
-
-    @property
-    def max(self) -> float:
-        return max(self.samples)
 
 
 @dataclass(frozen=True)
@@ -139,18 +126,6 @@ def run_micro(paths: Sequence[MicroPath], repeats: int) -> list[Stat]:
     return [Stat(tuple(s)) for s in samples]
 
 
-def fmt_ratio(ratio: float) -> str:
-    return f"{ratio:,.2f}x"
-
-
-def vs_baseline(baseline: float, ours: float) -> str:
-    """Speedup wording for ``baseline / ours`` (median times)."""
-    ratio = baseline / ours
-    if ratio >= 1:
-        return f"vk {fmt_ratio(ratio)} faster (baseline/vk)"
-    return f"vk {fmt_ratio(1 / ratio)} slower (baseline/vk = {ratio:.2f})"
-
-
 def micro_rows(paths: Sequence[MicroPath], stats: list[Stat]) -> list[tuple[str, Stat, str]]:
     """Rows for the bind/fetch tables: vk PG, two pgvector baselines, vk SQLite, numpy floor."""
     ref = stats[0].median
@@ -164,51 +139,7 @@ def micro_rows(paths: Sequence[MicroPath], stats: list[Stat]) -> list[tuple[str,
     return [(path.label, stat, note) for path, stat, note in zip(paths, stats, notes)]
 
 
-def print_table(title: str, unit: str, rows: list[tuple[str, Stat, str]], note: str = "", digits: int = 2) -> None:
-    print(f"\n{title}")
-    if note:
-        print(f"  {note}")
-    width = max(len(r[0]) for r in rows)
-    print(f"  {'path':<{width}}  {'median':>10}  {'min':>10}  {'max':>10}  ratio")
-    for label, stat, ratio in rows:
-        print(
-            f"  {label:<{width}}  {stat.median:>10.{digits}f}  {stat.min:>10.{digits}f}  {stat.max:>10.{digits}f}  {ratio}"
-        )
-    print(f"  (times in {unit})")
-
-
 # --------------------------------------------------------------------------- environment
-
-
-def pkg_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-@dataclass
-class Server:
-    """A PostgreSQL URL (psycopg 3 driver) and how to shut the server down."""
-
-    url: sa.URL
-    origin: str
-
-
-def start_server(stack: ExitStack) -> Server:
-    env = os.environ.get("VECTORKNOBS_PG_URL")
-    if env:
-        return Server(make_url(env).set(drivername="postgresql+psycopg"), "VECTORKNOBS_PG_URL")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns about an unset XDG_RUNTIME_DIR
-        import pgserver
-
-    pgdata = tempfile.mkdtemp(prefix="vkbench")
-    stack.callback(shutil.rmtree, pgdata, ignore_errors=True)
-    srv = pgserver.get_server(pgdata, cleanup_mode="stop")
-    stack.callback(srv.cleanup)  # runs before the rmtree above (LIFO)
-    url = make_url(f"postgresql+psycopg://postgres@/postgres?host={pgdata}")
-    return Server(url, f"pgserver (temp dir {pgdata})")
 
 
 def print_header(cfg: Config, server: Server, pg_engine: Engine, sqlite_engine: Engine) -> None:
@@ -237,11 +168,6 @@ def print_header(cfg: Config, server: Server, pg_engine: Engine, sqlite_engine: 
         f"  mode              {cfg.name}: "
         f"{cfg.repeats} repeats after 1 warm-up; micro {cfg.micro_calls} calls/repeat; end-to-end {cfg.rows:,} rows"
     )
-
-
-def ensure_extension(engine: Engine) -> None:
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
 
 
 # --------------------------------------------------------------------------- 1 + 2: micro
@@ -426,13 +352,6 @@ def timed_fetch(stack: Stack) -> tuple[float, list[Any]]:
     return elapsed, values
 
 
-def alternating(stacks: Sequence[Stack], repeats: int) -> Iterator[tuple[int, Stack]]:
-    """(round, stack) for a warm-up round plus ``repeats`` rounds, order reversed every round."""
-    for round_ in range(repeats + 1):
-        for stack in stacks if round_ % 2 == 0 else list(reversed(stacks)):
-            yield round_, stack
-
-
 def bench_end_to_end(cfg: Config, ours: Stack, base: Stack) -> float:
     rng = np.random.default_rng(0)
     vectors = [v for v in rng.standard_normal((cfg.rows, E2E_DIM), dtype=np.float32)]
@@ -539,9 +458,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             speedup = bench_end_to_end(cfg, *stacks)
         finally:
             drop_tables(stacks)
-
-        def verdict(ok: bool) -> str:
-            return "met" if ok else "MISSED"
 
         print("\nTargets (information only, not asserted):")
         print(

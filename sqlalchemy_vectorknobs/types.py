@@ -146,6 +146,8 @@ def _on_column_attached(column: Any, table: Any) -> None:
 
 
 def _before_create(table: Any, connection: Any, **kw: Any) -> None:
+    if getattr(kw.get("_ddl_runner"), "as_sql", False):
+        return  # offline SQL (Alembic --sql): the migration's own create_vector_extension covers it
     dialects.for_dialect(connection.dialect).before_create_table(table, connection)
 
 

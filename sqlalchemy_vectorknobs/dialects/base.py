@@ -68,6 +68,12 @@ class DialectSupport(Protocol):
     def after_create_vector_index(self, index: Any, connection: Connection) -> None:
         """Follow-up DDL after the index exists (SQLite: triggers and backfill)."""
 
+    def vector_index_follow_up(self, index: Any, preparer: Any) -> list[str]:
+        """SQL that must follow CREATE of the index (SQLite: triggers and backfill)."""
+
+    def drop_vector_index_sql(self, name: str, preparer: Any) -> list[str]:
+        """SQL that removes a vector index by name, with everything it created."""
+
     def render_drop_vector_index(self, compiler: Any, drop: Any, **kw: Any) -> str:
         """SQL of DropIndex for a VectorIndex."""
 

@@ -220,6 +220,12 @@ class PostgreSQLSearch:
     def after_create_vector_index(self, index: Any, connection: Connection) -> None:
         return None
 
+    def vector_index_follow_up(self, index: Any, preparer: Any) -> list[str]:
+        return []  # the CREATE INDEX is the whole index
+
+    def drop_vector_index_sql(self, name: str, preparer: Any) -> list[str]:
+        return [f"DROP INDEX IF EXISTS {preparer.quote(name)}"]
+
     def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
         return None
 

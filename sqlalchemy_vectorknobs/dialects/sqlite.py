@@ -23,7 +23,7 @@ from .. import codec
 from .._optional import require
 from ..codec import Kind
 from ..exc import MissingDependencyError, UnsupportedDialectError
-from .sqlite_search import _VEC0_COLUMN, SQLiteSearch, _vec0_tables
+from .sqlite_search import SQLiteSearch, _vec0_tables, parse_vec0
 
 if TYPE_CHECKING:
     from ..comparator import VectorBind, VectorDistance, VectorOutput
@@ -270,16 +270,15 @@ class SQLiteSupport(SQLiteSearch):
             table = connection.exec_driver_sql(
                 "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name + "__ai",)
             ).scalar()
-            match = _VEC0_COLUMN.search(sql or "")
-            options = dict(re.findall(r"(distance_metric)=(\w+)", sql or ""))
+            parsed = parse_vec0(sql or "")
             indexes.append(
                 VectorIndexInfo(
                     schema=None,
                     table=table or "",
                     name=name,
                     method="vec0",
-                    expression=match.group("col") if match else "",
-                    options=options,
+                    expression=parsed["column"] or "",
+                    options={"distance_metric": parsed["metric"]},
                     definition=sql,
                 )
             )

@@ -29,7 +29,6 @@ MAX_K = 4096
 _VEC0_METRIC = {Distance.L2: "l2", Distance.COSINE: "cosine", Distance.L1: "l1"}
 _PUSHABLE_OPS = {operators.eq, operators.ne, operators.lt, operators.le, operators.gt, operators.ge}
 _SHADOW = re.compile(r"^(?P<base>.+?)_(info|chunks|rowids|auxiliary|vector_chunks\d+|metadatachunks\d+|metadatatext\d+)$")
-_VEC0_COLUMN = re.compile(r"(?P<col>\w+)\s+(?:float|bit)\[\d+\]", re.I)
 _TRIGGERS = ("__ai", "__au", "__ad")
 
 
@@ -145,9 +144,9 @@ class SQLiteSearch:
             return f"vec_bit({value_sql})"
         return value_sql
 
-    def after_create_vector_index(self, index: Any, connection: Connection) -> None:
-        """Create the triggers that keep the vec0 table in step, then fill it from existing rows."""
-        q = connection.dialect.identifier_preparer.quote_identifier
+    def vector_index_follow_up(self, index: Any, preparer: Any) -> list[str]:
+        """DDL after the vec0 table exists: the three triggers, then the backfill from existing rows."""
+        q = preparer.quote_identifier
         col, pk = index.vector_column, _primary_key(index)
         base, vt = q(col.table.name), q(index.name)
         names = [pk.name, col.name, *index.vector_options.metadata_columns]
@@ -159,7 +158,7 @@ class SQLiteSearch:
             return ", ".join(cols)
 
         not_null = f"NEW.{q(col.name)} IS NOT NULL"
-        statements = [
+        return [
             f"CREATE TRIGGER {q(index.name + '__ai')} AFTER INSERT ON {base} WHEN {not_null} BEGIN "
             f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
             f"CREATE TRIGGER {q(index.name + '__au')} AFTER UPDATE OF {', '.join(q(n) for n in names)} ON {base} BEGIN "
@@ -169,14 +168,19 @@ class SQLiteSearch:
             f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; END",
             f"INSERT INTO {vt}({target}) SELECT {values(base)} FROM {base} WHERE {base}.{q(col.name)} IS NOT NULL",
         ]
-        for sql in statements:
+
+    def after_create_vector_index(self, index: Any, connection: Connection) -> None:
+        for sql in self.vector_index_follow_up(index, connection.dialect.identifier_preparer):
             connection.exec_driver_sql(sql)
 
+    def drop_vector_index_sql(self, name: str, preparer: Any) -> list[str]:
+        """Everything a vec0-backed index leaves behind: its triggers, then its table."""
+        q = preparer.quote_identifier
+        return [f"DROP TRIGGER IF EXISTS {q(name + suffix)}" for suffix in _TRIGGERS] + [f"DROP TABLE IF EXISTS {q(name)}"]
+
     def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
-        q = connection.dialect.identifier_preparer.quote_identifier
-        for suffix in _TRIGGERS:
-            connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {q(index.name + suffix)}")
-        connection.exec_driver_sql(f"DROP TABLE IF EXISTS {q(index.name)}")
+        for sql in self.drop_vector_index_sql(index.name, connection.dialect.identifier_preparer):
+            connection.exec_driver_sql(sql)
 
     # ------------------------------------------------------------------ queries
 
@@ -285,30 +289,41 @@ class SQLiteSearch:
     # ------------------------------------------------------------------ reflection
 
     def hide_vec0_tables(self, engine: Engine) -> None:
-        """Reflection through this engine skips vec0 tables and shows them as indexes instead."""
+        """Reflection through this engine skips vec0 tables and their shadow tables.
+
+        The indexes they implement are reported by ``vk.inspect_vectors``, not ``get_indexes``:
+        a reflected ``Index`` cannot carry a vec0 definition.
+        """
         dialect = engine.dialect
-        get_table_names, get_indexes = dialect.get_table_names, dialect.get_indexes
+        get_table_names = dialect.get_table_names
 
         def table_names(connection: Any, schema: Any = None, **kw: Any) -> list[str]:
             hidden = set(_vec0_tables(connection))
             return [n for n in get_table_names(connection, schema=schema, **kw) if not _is_vec0(n, hidden)]
 
-        def indexes(connection: Any, table_name: str, schema: Any = None, **kw: Any) -> list[Any]:
-            found = list(get_indexes(connection, table_name, schema=schema, **kw))
-            for name, sql in _vec0_tables(connection).items():
-                trigger = connection.exec_driver_sql(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = ?",
-                    (name + "__ai", table_name),
-                ).scalar()
-                match = _VEC0_COLUMN.search(sql or "")
-                if trigger and match:
-                    found.append(
-                        {"name": name, "column_names": [match.group("col")], "unique": False, "dialect_options": {"sqlite_vec0": sql}}
-                    )
-            return found
-
         dialect.get_table_names = table_names  # type: ignore[method-assign]
-        dialect.get_indexes = indexes  # type: ignore[method-assign]
+
+
+def parse_vec0(sql: str) -> dict[str, Any]:
+    """What a vec0 definition (as this module writes it) says: primary key, vector column, metric,
+    dimension, whether it stores bits, and the metadata columns."""
+    body = sql[sql.find("(") + 1 : sql.rfind(")")]
+    out: dict[str, Any] = {"primary_key": None, "column": None, "bits": False, "dim": None, "metric": None, "metadata": []}
+    for part in (p.strip() for p in body.split(",")):
+        words = part.split()
+        if not words:
+            continue
+        name, rest = words[0], " ".join(words[1:])
+        vector = re.match(r"(float|bit)\[(\d+)\](?:\s+distance_metric=(\w+))?", rest)
+        if vector:
+            out.update(column=name, bits=vector.group(1) == "bit", dim=int(vector.group(2)), metric=vector.group(3))
+        elif "primary key" in rest:
+            out["primary_key"] = name
+        else:
+            out["metadata"].append(name)
+    if out["metric"] is None:
+        out["metric"] = "hamming" if out["bits"] else "l2"
+    return out
 
 
 def _vec0_tables(connection: Any) -> dict[str, str]:

@@ -160,8 +160,7 @@ def test_sqlite_index_on_existing_rows_and_hidden_from_reflection(sqlite_backend
         assert sqlite_backend.run(lambda c: c.execute(sa.text(f'SELECT count(*) FROM "{index.name}"')).scalar()) == 50
         names = sqlite_backend.run(lambda c: sa.inspect(c).get_table_names())
         assert t.name in names and not [n for n in names if n.startswith(index.name)]
-        reflected = sqlite_backend.run(lambda c: sa.inspect(c).get_indexes(t.name))
-        assert [(i["name"], i["column_names"]) for i in reflected] == [(index.name, ["embedding"])]
+        assert sqlite_backend.run(lambda c: sa.inspect(c).get_indexes(t.name)) == []  # vec0 is not an Index
         report = sqlite_backend.run(vk.inspect_vectors)
         (info,) = [i for i in report.indexes if i.name == index.name]
         assert (info.table, info.method, info.expression, info.options) == (t.name, "vec0", "embedding", {"distance_metric": "cosine"})

@@ -1,0 +1,159 @@
+"""Autogenerate comparison of vector columns and vector indexes against the live database.
+
+Column types and dimensions come from ``vk.inspect_vectors`` (so they are seen even when the
+migration engine's reflection does not know pgvector). Index definitions are compared exactly:
+
+* PostgreSQL: the model's index is created, inside a SAVEPOINT that is rolled back, on an empty
+  ``CREATE TEMP TABLE ... (LIKE table)``; PostgreSQL's own ``pg_get_indexdef`` of it is compared
+  with the live index's. Method, operator class, parameters, expression and WHERE are therefore
+  compared in the server's normalised form, never by parsing SQL text.
+* SQLite: the vec0 definition the model would create is compared with the live one.
+
+Indexes that only differ in what the model leaves to the database (``lists=None`` on IVFFlat,
+``method="auto"``) are equal.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.schema import CreateIndex
+
+import sqlalchemy_vectorknobs as vk
+from sqlalchemy_vectorknobs import dialects
+from sqlalchemy_vectorknobs.types import VectorType
+
+from .impl import live_column_type, sqlite_index_knobs
+from .ops import AlterVectorColumnOp, CreateVectorIndexOp, DropVectorIndexOp
+
+_OPCLASS = re.compile(r"^(vector|halfvec|bit|sparsevec)_(l2|ip|cosine|l1|hamming|jaccard)_ops$")
+_DISTANCE = {"l2": "l2", "ip": "ip", "cosine": "cosine", "l1": "l1", "hamming": "hamming", "jaccard": "jaccard"}
+
+
+def compare_vectors(
+    autogen_context: Any,
+    modify_ops: Any,
+    schema: Optional[str],
+    tname: str,
+    conn_table: Optional[sa.Table],
+    metadata_table: Optional[sa.Table],
+) -> Any:
+    """Table-level comparator: vector column types, then vector indexes."""
+    bind = autogen_context.connection
+    if bind is None or metadata_table is None:
+        return _continue()
+    report = vk.inspect_vectors(bind)
+    if conn_table is not None:
+        for column in metadata_table.columns:
+            if not isinstance(column.type, VectorType):
+                continue
+            live = live_column_type(bind, tname, column.name, schema)
+            if live is not None and (type(live) is not type(column.type) or live.dim != column.type.dim):
+                modify_ops.ops.append(
+                    AlterVectorColumnOp(tname, column.name, type_=column.type, existing_type=live, schema=schema)
+                )
+    live_indexes = {i.name: i for i in report.indexes if i.table == tname and (schema is None or i.schema in (schema, None))}
+    wanted = {str(ix.name): ix for ix in metadata_table.indexes if isinstance(ix, vk.VectorIndex)}
+    for name, index in wanted.items():
+        info = live_indexes.get(name)
+        if info is None:
+            modify_ops.ops.append(CreateVectorIndexOp.from_index(index))
+        elif not _same(bind, index, info):
+            modify_ops.ops.append(
+                DropVectorIndexOp(name, tname, schema=schema, _reverse=op_from_catalog(info, _live_type(bind, info)))
+            )
+            modify_ops.ops.append(CreateVectorIndexOp.from_index(index))
+    for name, info in live_indexes.items():
+        if name not in wanted:
+            modify_ops.ops.append(
+                DropVectorIndexOp(name, tname, schema=schema, _reverse=op_from_catalog(info, _live_type(bind, info)))
+            )
+    return _continue()
+
+
+def _continue() -> Any:
+    try:
+        from alembic.util import PriorityDispatchResult
+
+        return PriorityDispatchResult.CONTINUE
+    except ImportError:  # Alembic < 1.18
+        return None
+
+
+def _live_type(bind: Any, info: Any) -> Optional[VectorType]:
+    column = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", info.expression or ""))
+    return live_column_type(bind, info.table, column.group(0), info.schema) if column else None
+
+
+def _same(bind: Any, index: vk.VectorIndex, info: Any) -> bool:
+    if bind.dialect.name == "sqlite":
+        support: Any = dialects.get("sqlite")
+        return bool(support._vec0_definition(index, bind.dialect.identifier_preparer) == info.definition)
+    return _normalised(_model_definition(bind, index, info), index) == _normalised(info.definition or "", index)
+
+
+def _normalised(definition: str, index: vk.VectorIndex) -> str:
+    body = definition[definition.find(" USING ") :]
+    if index.vector_options.lists is None:  # left to the row count when built
+        body = re.sub(r"\s*WITH \(lists='?\d+'?\)", "", body)
+    return body
+
+
+def _model_definition(bind: Any, index: vk.VectorIndex, info: Any) -> str:
+    """pg_get_indexdef of the model's index, built on an empty copy of the table and rolled back."""
+    table = index.vector_column.table
+    preparer = bind.dialect.identifier_preparer
+    tmp = f"vk_cmp_{uuid.uuid4().hex[:10]}"
+    copy = sa.Table(tmp, sa.MetaData(), *[sa.Column(c.name, c.type) for c in table.columns])
+    opts = index.vector_options
+    knobs: dict[str, Any] = {
+        "distance": opts.distance,
+        "method": info.method if opts.method == "auto" else opts.method,
+        "m": opts.m,
+        "ef_construction": opts.ef_construction,
+        "lists": opts.lists,
+        "precision": opts.precision,
+        "where": opts.where,
+    }
+    probe = vk.VectorIndex(f"{tmp}_ix", copy.c[index.vector_column.name], **knobs)
+    savepoint = bind.begin_nested()
+    try:
+        bind.exec_driver_sql(f"CREATE TEMP TABLE {preparer.quote(tmp)} (LIKE {preparer.format_table(table)})")
+        bind.execute(CreateIndex(probe))
+        return str(bind.execute(sa.text("SELECT pg_get_indexdef(CAST(:n AS regclass))"), {"n": probe.name}).scalar())
+    finally:
+        savepoint.rollback()
+
+
+def op_from_catalog(info: Any, column_type: Optional[VectorType]) -> CreateVectorIndexOp:
+    """The create op that would rebuild a live index (for downgrades of drops and changes)."""
+    expression = info.expression or ""
+    column = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", expression))
+    knobs: dict[str, Any] = {}
+    if info.method == "vec0":
+        knobs.update(sqlite_index_knobs(info, column_type))
+    else:
+        match = _OPCLASS.match(info.opclass or "")
+        stored, metric = (match.group(1), match.group(2)) if match else ("vector", "cosine")
+        if "binary_quantize" in expression:
+            knobs["precision"], metric = "binary", "cosine"
+        elif stored == "halfvec" and column_type is not None and column_type.kind.value == "vector":
+            knobs["precision"] = "halfvec"
+        knobs["distance"] = _DISTANCE[metric]
+        knobs["method"] = info.method
+        for key in ("m", "ef_construction", "lists"):
+            if key in info.options:
+                knobs[key] = int(info.options[key])
+        if info.where:
+            knobs["where"] = info.where
+    return CreateVectorIndexOp(
+        info.name,
+        info.table,
+        column.group(0) if column else expression,
+        schema=info.schema if info.method != "vec0" else None,
+        column_type=column_type,
+        **knobs,
+    )

@@ -1,0 +1,291 @@
+"""Alembic operations for vectors: ``op.create_vector_index`` and friends, each reversible.
+
+Importing ``alembic_ext`` registers them (generated migrations import it). Each operation is a
+``MigrateOperation`` with ``reverse()``; the DDL comes from :mod:`alembic_ext.impl`, which asks
+the dialect modules of ``sqlalchemy_vectorknobs``::
+
+    import alembic_ext  # noqa: F401  (registers the ops)
+
+    def upgrade():
+        op.create_vector_extension()
+        op.create_vector_index("doc_embedding_idx", "doc", "embedding", distance="cosine", m=16,
+                               column_type=sqlalchemy_vectorknobs.Vector(384))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from alembic.operations import BatchOperations, MigrateOperation, Operations
+
+from sqlalchemy_vectorknobs import VectorIndex
+from sqlalchemy_vectorknobs.types import VectorType
+
+__all__ = [
+    "CreateVectorExtensionOp",
+    "DropVectorExtensionOp",
+    "CreateVectorIndexOp",
+    "DropVectorIndexOp",
+    "ReindexVectorIndexOp",
+    "AlterVectorColumnOp",
+    "INDEX_KNOBS",
+]
+
+#: VectorIndex keyword arguments an index op carries, with their defaults
+INDEX_KNOBS: dict[str, Any] = {
+    "distance": "cosine",
+    "method": "hnsw",
+    "m": None,
+    "ef_construction": None,
+    "lists": None,
+    "precision": None,
+    "where": None,
+    "concurrently": False,
+    "metadata_columns": (),
+}
+
+
+@Operations.register_operation("create_vector_extension")
+class CreateVectorExtensionOp(MigrateOperation):
+    """``CREATE EXTENSION IF NOT EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
+
+    def __init__(self, schema: Optional[str] = None) -> None:
+        self.schema = schema
+
+    @classmethod
+    def create_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:
+        """Install pgvector in the database (``schema`` to choose where its types live)."""
+        operations.invoke(cls(schema=schema))
+
+    def reverse(self) -> DropVectorExtensionOp:
+        return DropVectorExtensionOp(schema=self.schema)
+
+
+@Operations.register_operation("drop_vector_extension")
+class DropVectorExtensionOp(MigrateOperation):
+    """``DROP EXTENSION IF EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
+
+    def __init__(self, schema: Optional[str] = None) -> None:
+        self.schema = schema
+
+    @classmethod
+    def drop_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:
+        """Remove pgvector from the database (fails while vector columns exist)."""
+        operations.invoke(cls(schema=schema))
+
+    def reverse(self) -> CreateVectorExtensionOp:
+        return CreateVectorExtensionOp(schema=self.schema)
+
+
+@Operations.register_operation("create_vector_index")
+@BatchOperations.register_operation("create_vector_index", "batch_create_vector_index")
+class CreateVectorIndexOp(MigrateOperation):
+    """Create a vector index with the knobs of :class:`sqlalchemy_vectorknobs.VectorIndex`.
+
+    ``column_type`` (e.g. ``Vector(384)``) is needed for offline ``--sql`` runs, where the
+    column cannot be looked up; online it is read from the database when omitted.
+    """
+
+    def __init__(
+        self,
+        index_name: str,
+        table_name: str,
+        column_name: str,
+        *,
+        schema: Optional[str] = None,
+        column_type: Optional[VectorType] = None,
+        **knobs: Any,
+    ) -> None:
+        unknown = set(knobs) - set(INDEX_KNOBS)
+        if unknown:
+            raise TypeError(f"create_vector_index got unknown arguments {sorted(unknown)}; it takes {sorted(INDEX_KNOBS)}.")
+        self.index_name = index_name
+        self.table_name = table_name
+        self.column_name = column_name
+        self.schema = schema
+        self.column_type = column_type
+        self.knobs = {**INDEX_KNOBS, **knobs}
+
+    @classmethod
+    def create_vector_index(
+        cls,
+        operations: Operations,
+        index_name: str,
+        table_name: str,
+        column_name: str,
+        *,
+        schema: Optional[str] = None,
+        column_type: Optional[VectorType] = None,
+        **knobs: Any,
+    ) -> None:
+        """Create a vector index (HNSW / IVFFlat on PostgreSQL, a vec0 table on SQLite)."""
+        operations.invoke(cls(index_name, table_name, column_name, schema=schema, column_type=column_type, **knobs))
+
+    @classmethod
+    def batch_create_vector_index(cls, operations: BatchOperations, index_name: str, column_name: str, **kw: Any) -> None:
+        """``create_vector_index`` inside ``op.batch_alter_table(...)``."""
+        impl: Any = operations.impl
+        operations.invoke(cls(index_name, impl.table_name, column_name, schema=impl.schema, **kw))
+
+    @classmethod
+    def from_index(cls, index: VectorIndex) -> CreateVectorIndexOp:
+        opts = index.vector_options
+        column = index.vector_column
+        return cls(
+            str(index.name),
+            column.table.name,
+            column.name,
+            schema=column.table.schema,
+            column_type=column.type,
+            distance=opts.distance.value,
+            method=opts.method,
+            m=opts.m,
+            ef_construction=opts.ef_construction,
+            lists=opts.lists,
+            precision=opts.precision,
+            where=opts.where,
+            concurrently=opts.concurrently,
+            metadata_columns=opts.metadata_columns,
+        )
+
+    def reverse(self) -> DropVectorIndexOp:
+        return DropVectorIndexOp(self.index_name, self.table_name, schema=self.schema, _reverse=self)
+
+
+@Operations.register_operation("drop_vector_index")
+@BatchOperations.register_operation("drop_vector_index", "batch_drop_vector_index")
+class DropVectorIndexOp(MigrateOperation):
+    """Drop a vector index and everything it created (on SQLite its vec0 table and triggers)."""
+
+    def __init__(
+        self,
+        index_name: str,
+        table_name: str,
+        *,
+        schema: Optional[str] = None,
+        _reverse: Optional[CreateVectorIndexOp] = None,
+    ) -> None:
+        self.index_name = index_name
+        self.table_name = table_name
+        self.schema = schema
+        self._reverse = _reverse
+
+    @classmethod
+    def drop_vector_index(
+        cls, operations: Operations, index_name: str, table_name: str, *, schema: Optional[str] = None
+    ) -> None:
+        """Drop a vector index."""
+        operations.invoke(cls(index_name, table_name, schema=schema))
+
+    @classmethod
+    def batch_drop_vector_index(cls, operations: BatchOperations, index_name: str) -> None:
+        """``drop_vector_index`` inside ``op.batch_alter_table(...)``."""
+        impl: Any = operations.impl
+        operations.invoke(cls(index_name, impl.table_name, schema=impl.schema))
+
+    @classmethod
+    def from_index(cls, index: VectorIndex) -> DropVectorIndexOp:
+        return cls(str(index.name), index.vector_column.table.name, schema=index.vector_column.table.schema,
+                   _reverse=CreateVectorIndexOp.from_index(index))
+
+    def reverse(self) -> CreateVectorIndexOp:
+        if self._reverse is None:
+            raise ValueError(
+                f"drop_vector_index('{self.index_name}') cannot be reversed: the operation does not carry the "
+                "index definition; write the create_vector_index in the downgrade by hand."
+            )
+        return self._reverse
+
+
+@Operations.register_operation("reindex_vector_index")
+class ReindexVectorIndexOp(MigrateOperation):
+    """Rebuild a vector index (``REINDEX INDEX [CONCURRENTLY]``; on SQLite, refill its vec0 table)."""
+
+    def __init__(self, index_name: str, *, schema: Optional[str] = None, concurrently: bool = True) -> None:
+        self.index_name = index_name
+        self.schema = schema
+        self.concurrently = concurrently
+
+    @classmethod
+    def reindex_vector_index(
+        cls, operations: Operations, index_name: str, *, schema: Optional[str] = None, concurrently: bool = True
+    ) -> None:
+        """Rebuild a vector index, by default without blocking writes (PostgreSQL)."""
+        operations.invoke(cls(index_name, schema=schema, concurrently=concurrently))
+
+    def reverse(self) -> ReindexVectorIndexOp:
+        return self  # rebuilding is its own inverse: the index is the same afterwards
+
+
+@Operations.register_operation("alter_vector_column")
+class AlterVectorColumnOp(MigrateOperation):
+    """Change a vector column's dimension or type, dropping and recreating the vector indexes on it.
+
+    ``using`` is the SQL expression the new values come from (PostgreSQL); the default casts the
+    old values, which fails if they do not fit (e.g. a new dimension): pass ``using="NULL"`` to
+    clear the vectors for re-embedding.
+    """
+
+    def __init__(
+        self,
+        table_name: str,
+        column_name: str,
+        *,
+        dim: Optional[int] = None,
+        type_: Optional[VectorType] = None,
+        existing_type: Optional[VectorType] = None,
+        using: Optional[str] = None,
+        schema: Optional[str] = None,
+    ) -> None:
+        if dim is None and type_ is None:
+            raise TypeError("alter_vector_column needs dim= or type_= to say what changes.")
+        self.table_name = table_name
+        self.column_name = column_name
+        self.dim = dim
+        self.type_ = type_
+        self.existing_type = existing_type
+        self.using = using
+        self.schema = schema
+
+    @classmethod
+    def alter_vector_column(
+        cls,
+        operations: Operations,
+        table_name: str,
+        column_name: str,
+        *,
+        dim: Optional[int] = None,
+        type_: Optional[VectorType] = None,
+        existing_type: Optional[VectorType] = None,
+        using: Optional[str] = None,
+        schema: Optional[str] = None,
+    ) -> None:
+        """Change a vector column's dimension (``dim=``) or type (``type_=vk.HalfVector(384)``)."""
+        operations.invoke(
+            cls(table_name, column_name, dim=dim, type_=type_, existing_type=existing_type, using=using, schema=schema)
+        )
+
+    def new_type(self, current: Optional[VectorType]) -> VectorType:
+        if self.type_ is not None:
+            return self.type_
+        base = current if current is not None else self.existing_type
+        if base is None:
+            raise ValueError(
+                f"alter_vector_column('{self.table_name}', '{self.column_name}', dim={self.dim}) needs type_= "
+                "or existing_type= when the current column type cannot be read (offline mode)."
+            )
+        return type(base)(self.dim)
+
+    def reverse(self) -> AlterVectorColumnOp:
+        if self.existing_type is None:
+            raise ValueError(
+                f"alter_vector_column('{self.table_name}', '{self.column_name}') cannot be reversed without existing_type=."
+            )
+        return AlterVectorColumnOp(
+            self.table_name,
+            self.column_name,
+            type_=self.existing_type,
+            existing_type=self.type_ if self.type_ is not None else None,
+            using=self.using,
+            schema=self.schema,
+        )
