@@ -57,7 +57,7 @@ def compare_vectors(
                 )
     live_indexes = {i.name: i for i in report.indexes if i.table == tname and (schema is None or i.schema in (schema, None))}
     wanted = {str(ix.name): ix for ix in metadata_table.indexes if isinstance(ix, vk.VectorIndex)}
-    for name, index in wanted.items():
+    for name, index in sorted(wanted.items()):
         info = live_indexes.get(name)
         if info is None:
             modify_ops.ops.append(CreateVectorIndexOp.from_index(index))
@@ -66,7 +66,7 @@ def compare_vectors(
                 DropVectorIndexOp(name, tname, schema=schema, _reverse=op_from_catalog(info, _live_type(bind, info)))
             )
             modify_ops.ops.append(CreateVectorIndexOp.from_index(index))
-    for name, info in live_indexes.items():
+    for name, info in sorted(live_indexes.items()):
         if name not in wanted:
             modify_ops.ops.append(
                 DropVectorIndexOp(name, tname, schema=schema, _reverse=op_from_catalog(info, _live_type(bind, info)))

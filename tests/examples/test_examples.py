@@ -60,3 +60,15 @@ def test_indexed_search_on_postgresql(pg_database: str) -> None:
     out = run_example("indexed_search.py", pg_database)
     assert "on postgresql" in out and "index used: ['article_embedding_idx']" in out, out
     assert out.rstrip().endswith("OK"), out
+
+
+def test_alembic_example_on_sqlite() -> None:
+    out = run_example("alembic/run.py")
+    assert "index document_embedding_idx: vec0" in out and "No new upgrade operations detected." in out, out
+    assert out.rstrip().endswith("downgraded to base"), out
+
+
+def test_alembic_example_on_postgresql(pg_database: str) -> None:
+    out = run_example("alembic/run.py", pg_database)
+    assert "index document_embedding_idx: hnsw vector_cosine_ops {'m': '16'}" in out, out
+    assert "No new upgrade operations detected." in out and out.rstrip().endswith("downgraded to base"), out
