@@ -45,12 +45,14 @@ INDEX_KNOBS: dict[str, Any] = {
 }
 
 
-@Operations.register_operation("create_vector_extension")
-class CreateVectorExtensionOp(MigrateOperation):
-    """``CREATE EXTENSION IF NOT EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
-
+class _ExtensionOp(MigrateOperation):
     def __init__(self, schema: Optional[str] = None) -> None:
         self.schema = schema
+
+
+@Operations.register_operation("create_vector_extension")
+class CreateVectorExtensionOp(_ExtensionOp):
+    """``CREATE EXTENSION IF NOT EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
 
     @classmethod
     def create_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:
@@ -62,11 +64,8 @@ class CreateVectorExtensionOp(MigrateOperation):
 
 
 @Operations.register_operation("drop_vector_extension")
-class DropVectorExtensionOp(MigrateOperation):
+class DropVectorExtensionOp(_ExtensionOp):
     """``DROP EXTENSION IF EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
-
-    def __init__(self, schema: Optional[str] = None) -> None:
-        self.schema = schema
 
     @classmethod
     def drop_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:

@@ -208,6 +208,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _backends.clear()
 
 
+@pytest.fixture
+def fresh_pg_url(pg_url: sa.URL) -> Iterator[sa.URL]:
+    """The psycopg URL of a new, empty database on the test server (no pgvector yet), dropped after."""
+    name = unique("vk_db")
+    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield pg_url.set(drivername="postgresql+psycopg", database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
 def unique(prefix: str) -> str:
     """A table name no other test uses (tests share one PostgreSQL database)."""
     return f"{prefix}_{uuid.uuid4().hex[:8]}"

@@ -13,7 +13,7 @@ import sys
 import textwrap
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -167,17 +167,8 @@ def assert_empty(script: str) -> None:
 
 
 @pytest.fixture
-def pg_database(pg_url: sa.URL) -> Iterator[sa.URL]:
-    name = f"vk_alembic_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield pg_url.set(drivername="postgresql+psycopg", database=name)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+def pg_database(fresh_pg_url: sa.URL) -> sa.URL:
+    return fresh_pg_url
 
 
 def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -23,16 +22,8 @@ def _doc_table(md: sa.MetaData) -> sa.Table:
 
 
 @pytest.fixture
-def fresh_db(pg_url: sa.URL) -> Iterator[sa.URL]:
-    """A new, empty database (no pgvector extension yet) on the test server."""
-    name = f"vk_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield pg_url.set(database=name)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
+def fresh_db(fresh_pg_url: sa.URL) -> sa.URL:
+    return fresh_pg_url
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
@@ -87,8 +78,7 @@ def test_missing_privilege_gives_clear_error(fresh_db: sa.URL, pg_url: sa.URL) -
     finally:
         engine.dispose()
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {fresh_db.database} WITH (FORCE)")
-            conn.exec_driver_sql(f"CREATE DATABASE {fresh_db.database}")
+            conn.exec_driver_sql(f"DROP DATABASE {fresh_db.database} WITH (FORCE)")  # frees the role
             conn.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
 from pathlib import Path
-from typing import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -23,18 +20,8 @@ def run_example(name: str, *args: str) -> str:
 
 
 @pytest.fixture
-def pg_database(pg_url: sa.URL) -> Iterator[str]:
-    """The URL of a new, empty database on the test server (dropped afterwards)."""
-    name = f"vk_ex_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    try:
-        yield pg_url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-        admin.dispose()
+def pg_database(fresh_pg_url: sa.URL) -> str:
+    return fresh_pg_url.render_as_string(hide_password=False)
 
 
 def test_quickstart_on_sqlite() -> None:
