@@ -18,7 +18,7 @@ from .ops import (
     ReindexVectorIndexOp,
 )
 
-IMPORTS = ("import alembic_ext", "import sqlalchemy_vectorknobs")
+IMPORTS = ("import alembic_ext  # noqa: F401  (registers the vector operations)", "import sqlalchemy_vectorknobs")
 
 
 def _imports(autogen_context: Any) -> None:

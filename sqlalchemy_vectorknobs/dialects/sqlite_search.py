@@ -13,7 +13,7 @@ import re
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from sqlalchemy import func, literal_column, text
+from sqlalchemy import func, literal_column
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql import operators, visitors

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 

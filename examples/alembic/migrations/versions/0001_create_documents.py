@@ -9,7 +9,7 @@ from typing import Sequence, Union
 
 from alembic import op
 import sqlalchemy as sa
-import alembic_ext
+import alembic_ext  # noqa: F401  (registers the vector operations)
 import sqlalchemy_vectorknobs
 
 # revision identifiers, used by Alembic.
