@@ -284,7 +284,7 @@ class AlterVectorColumnOp(MigrateOperation):
             self.table_name,
             self.column_name,
             type_=self.existing_type,
-            existing_type=self.type_ if self.type_ is not None else None,
+            existing_type=self.new_type(self.existing_type),
             using=self.using,
             schema=self.schema,
         )

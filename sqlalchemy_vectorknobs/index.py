@@ -14,6 +14,10 @@ It is created by ``metadata.create_all`` and seen by Alembic. On PostgreSQL it i
 IVFFlat index with the operator class derived from (column type, distance, precision); on SQLite
 a sqlite-vec ``vec0`` virtual table named like the index, kept in step by triggers. The
 parameters are checked against pgvector's limits when the index is declared.
+
+Importing this module registers a compile hook on ``CreateIndex`` / ``DropIndex`` (the one
+global registration the package makes): a ``VectorIndex`` is rendered by the dialect module, every
+other index exactly as SQLAlchemy renders it (tested).
 """
 
 from __future__ import annotations

@@ -48,3 +48,14 @@ def test_public_names() -> None:
     assert issubclass(vk.UnsupportedDialectError, NotImplementedError)
     assert issubclass(vk.MissingDependencyError, ImportError)
     assert issubclass(vk.VectorTypeError, TypeError)
+
+
+def test_alter_vector_column_reverses_both_ways() -> None:
+    import sqlalchemy_vectorknobs as vk
+    from alembic_ext.ops import AlterVectorColumnOp
+
+    op = AlterVectorColumnOp("doc", "embedding", dim=768, existing_type=vk.Vector(384))
+    back = op.reverse()
+    assert repr(back.type_) == "Vector(384)" and repr(back.existing_type) == "Vector(768)"
+    again = back.reverse()
+    assert repr(again.type_) == "Vector(768)" and repr(again.existing_type) == "Vector(384)"
