@@ -193,8 +193,9 @@ DEFAULT_EF_SEARCH = 40
 #: ef_search for filtered queries (which pay for one set_config round trip anyway).
 FILTERED_EF_SEARCH = 100
 #: Knobs every connection of a vectorknobs engine starts with (``create_engine(vector_search=)``).
-#: pgvector's ef_search of 40 measured recall@10 0.94-0.98 across HNSW builds of 100k x 384
-#: clustered vectors; 100 measured 0.997 at the same latency (docs/guide.md, "Query-time knobs").
+#: On 100k x 384 clustered vectors pgvector's ef_search of 40 measured recall@10 0.93-0.98 and
+#: 100 measured 0.97-0.997 (by data set and HNSW build), ~0.1-0.2 ms slower per query
+#: (docs/guide.md, "Query-time knobs"; benchmarks/bench_search.py).
 ENGINE_SEARCH_DEFAULTS: dict[str, Any] = {"ef_search": 100}
 
 

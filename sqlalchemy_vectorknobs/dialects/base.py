@@ -100,8 +100,8 @@ class DialectSupport(Protocol):
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         """(plan text, indexes used, vector indexes used) for ``stmt``."""
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
-        """Write validated rows the fastest way the driver allows; return the count."""
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
+        """Write validated columns (one sequence, or float32 matrix, per name) the fastest way; return the count."""
 
 
 def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:

@@ -308,12 +308,17 @@ class PostgreSQLSupport(PostgreSQLSearch):
         raw = connection.connection
         _register(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """COPY ... FORMAT BINARY on psycopg 3 and asyncpg; batched INSERTs on other drivers."""
-        kinds = [getattr(table.c[n].type, "kind", None) for n in names]
-        wrapped = [
-            tuple(v if k is None or v is None else _VALUE_CLASS[k](v) for k, v in zip(kinds, row)) for row in rows
-        ]
+
+        def wrap(type_: Any, values: Any) -> Any:
+            kind = getattr(type_, "kind", None)
+            if kind is None:
+                return values
+            cls = _VALUE_CLASS[kind]
+            return [None if v is None else cls(v) for v in values]
+
+        wrapped = list(zip(*(wrap(table.c[n].type, values) for n, values in zip(names, columns))))
         driver = connection.dialect.driver
         preparer = connection.dialect.identifier_preparer
         if driver == "psycopg":
@@ -345,6 +350,7 @@ class PostgreSQLSupport(PostgreSQLSearch):
             return len(wrapped)
         from sqlalchemy import insert
 
+        rows = list(zip(*columns))
         for start in range(0, len(rows), 10_000):
             connection.execute(insert(table), [dict(zip(names, row)) for row in rows[start : start + 10_000]])
         return len(rows)

@@ -128,6 +128,15 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
     raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
 
 
+def _sqlite_column(type_: Any, values: Any) -> Any:
+    kind = getattr(type_, "kind", None)
+    if kind is None:
+        return values
+    if isinstance(values, np.ndarray):  # a checked float32 matrix: one conversion, then row bytes
+        return [row.tobytes() for row in values.astype("<f4", copy=False)]
+    return [None if v is None else codec.encode_sqlite(kind, v) for v in values]
+
+
 class SQLiteSupport(SQLiteSearch):
     """:class:`~.base.DialectSupport` for SQLite with the sqlite-vec extension."""
 
@@ -229,17 +238,14 @@ class SQLiteSupport(SQLiteSearch):
             if getattr(column.type, "kind", None) is Kind.SPARSE:
                 raise _unsupported_sparse(f"Column '{table.name}.{column.name}'")
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], rows: list[tuple[Any, ...]]) -> int:
+    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """Batched ``executemany`` of pre-encoded BLOBs on the connection's own transaction."""
-        kinds = [getattr(table.c[n].type, "kind", None) for n in names]
         q = connection.dialect.identifier_preparer
         sql = (
             f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(n) for n in names)}) "
             f"VALUES ({', '.join('?' for _ in names)})"
         )
-        encoded = [
-            tuple(v if k is None or v is None else codec.encode_sqlite(k, v) for k, v in zip(kinds, row)) for row in rows
-        ]
+        encoded = list(zip(*(_sqlite_column(table.c[n].type, values) for n, values in zip(names, columns))))
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             for start in range(0, len(encoded), BULK_BATCH):

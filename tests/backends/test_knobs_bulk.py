@@ -182,6 +182,30 @@ def test_bulk_load_validates_every_row_before_writing(any_backend: Backend) -> N
         any_backend.run(md.drop_all)
 
 
+@pytest.mark.parametrize(
+    "bad,error,message",
+    [
+        (np.full(8, np.nan), vk.InvalidVectorError, r"got nan at index 0; .* \(bulk_load row 500\); nothing was written\.$"),
+        (np.full(8, 1e39), vk.InvalidVectorError, r"overflows float32; .* \(bulk_load row 500\)"),
+        (np.ones(9), vk.DimensionMismatchError, r"expects 8 dimensions, got 9 \(bulk_load row 500\)"),
+    ],
+    ids=["nan", "float64-overflow", "ragged"],
+)
+def test_bulk_load_matrix_path_names_the_bad_row(backend: Backend, bad: np.ndarray, error: type, message: str) -> None:
+    """Float arrays are checked as one matrix; a bad one is still reported by its row, nothing written."""
+    md = sa.MetaData()
+    t = make(md)
+    backend.run(md.create_all)
+    try:
+        rows = [{"id": i, "label": None, "embedding": np.ones(8)} for i in range(1000)]
+        rows[500]["embedding"] = bad
+        with pytest.raises(error, match=message):
+            backend.run(lambda c: vk.bulk_load(c, t, rows))
+        assert backend.run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar()) == 0
+    finally:
+        backend.run(md.drop_all)
+
+
 def test_bulk_load_keeps_the_sqlite_index_in_step(sqlite_backend: Backend) -> None:
     md = sa.MetaData()
     t = make(md, distance="l2")
