@@ -113,7 +113,7 @@ def _creates_vector_columns(ops: Any) -> bool:
 
 def _ensure_extension(context: Any, script: Any) -> None:
     """Put ``create_vector_extension`` first when a migration needs pgvector and it is missing."""
-    if context.dialect.name != "postgresql" or context.bind is None:
+    if context.bind is None:
         return
     upgrade, downgrade = script.upgrade_ops_list[-1], script.downgrade_ops_list[-1]
     if not _creates_vector_columns(upgrade):
@@ -121,7 +121,7 @@ def _ensure_extension(context: Any, script: Any) -> None:
     import sqlalchemy_vectorknobs as vk
 
     if vk.inspect_vectors(context.bind).extension_version is not None:
-        return
+        return  # installed already (always so for sqlite-vec, which the engine loads)
     upgrade.ops.insert(0, CreateVectorExtensionOp())
     downgrade.ops.append(DropVectorExtensionOp())
 

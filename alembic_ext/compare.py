@@ -1,7 +1,8 @@
 """Autogenerate comparison of vector columns and vector indexes against the live database.
 
 Column types and dimensions come from ``vk.inspect_vectors`` (so they are seen even when the
-migration engine's reflection does not know pgvector). Index definitions are compared exactly:
+migration engine's reflection does not know pgvector). Index definitions are compared exactly by
+the dialect module (``vector_index_matches``):
 
 * PostgreSQL: the model's index is created, inside a SAVEPOINT that is rolled back, on an empty
   ``CREATE TEMP TABLE ... (LIKE table)``; PostgreSQL's own ``pg_get_indexdef`` of it is compared
@@ -16,11 +17,9 @@ Indexes that only differ in what the model leaves to the database (``lists=None`
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any, Optional
 
 import sqlalchemy as sa
-from sqlalchemy.schema import CreateIndex
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import dialects
@@ -89,43 +88,7 @@ def _live_type(bind: Any, info: Any) -> Optional[VectorType]:
 
 
 def _same(bind: Any, index: vk.VectorIndex, info: Any) -> bool:
-    if bind.dialect.name == "sqlite":
-        support: Any = dialects.get("sqlite")
-        return bool(support._vec0_definition(index, bind.dialect.identifier_preparer) == info.definition)
-    return _normalised(_model_definition(bind, index, info), index) == _normalised(info.definition or "", index)
-
-
-def _normalised(definition: str, index: vk.VectorIndex) -> str:
-    body = definition[definition.find(" USING ") :]
-    if index.vector_options.lists is None:  # left to the row count when built
-        body = re.sub(r"\s*WITH \(lists='?\d+'?\)", "", body)
-    return body
-
-
-def _model_definition(bind: Any, index: vk.VectorIndex, info: Any) -> str:
-    """pg_get_indexdef of the model's index, built on an empty copy of the table and rolled back."""
-    table = index.vector_column.table
-    preparer = bind.dialect.identifier_preparer
-    tmp = f"vk_cmp_{uuid.uuid4().hex[:10]}"
-    copy = sa.Table(tmp, sa.MetaData(), *[sa.Column(c.name, c.type) for c in table.columns])
-    opts = index.vector_options
-    knobs: dict[str, Any] = {
-        "distance": opts.distance,
-        "method": info.method if opts.method == "auto" else opts.method,
-        "m": opts.m,
-        "ef_construction": opts.ef_construction,
-        "lists": opts.lists,
-        "precision": opts.precision,
-        "where": opts.where,
-    }
-    probe = vk.VectorIndex(f"{tmp}_ix", copy.c[index.vector_column.name], **knobs)
-    savepoint = bind.begin_nested()
-    try:
-        bind.exec_driver_sql(f"CREATE TEMP TABLE {preparer.quote(tmp)} (LIKE {preparer.format_table(table)})")
-        bind.execute(CreateIndex(probe))
-        return str(bind.execute(sa.text("SELECT pg_get_indexdef(CAST(:n AS regclass))"), {"n": probe.name}).scalar())
-    finally:
-        savepoint.rollback()
+    return bool(dialects.for_dialect(bind.dialect).vector_index_matches(bind, index, info))
 
 
 def op_from_catalog(info: Any, column_type: Optional[VectorType]) -> CreateVectorIndexOp:

@@ -34,7 +34,11 @@ _TYPES = {"Vector": vk.Vector, "HalfVector": vk.HalfVector, "BitVector": vk.BitV
 
 
 def _support(operations: Operations) -> Any:
-    return dialects.get(operations.impl.dialect.name)
+    return dialects.for_dialect(operations.impl.dialect)
+
+
+def _preparer(operations: Operations) -> Any:
+    return operations.impl.dialect.identifier_preparer
 
 
 def _online(operations: Operations) -> bool:
@@ -43,7 +47,7 @@ def _online(operations: Operations) -> bool:
 
 
 def _in_autocommit(operations: Operations, concurrently: bool, run: Callable[[], None]) -> None:
-    if concurrently and operations.impl.dialect.name == "postgresql":
+    if concurrently:  # CONCURRENTLY is refused inside a transaction
         with operations.get_context().autocommit_block():
             run()
     else:
@@ -79,10 +83,10 @@ def _table_for(operations: Operations, table_name: str, column_name: str, schema
         raise vk.InvalidIndexError(
             f"create_vector_index('{table_name}.{column_name}') needs column_type= (e.g. Vector(384)) in offline --sql mode."
         )
-    if operations.impl.dialect.name == "sqlite":
+    if not _support(operations).offline_index_ddl:
         raise vk.UnsupportedDialectError(
-            "Offline --sql migrations cannot create SQLite vector indexes: the vec0 table needs the live primary key; "
-            "run the migration online."
+            "Offline --sql migrations cannot create vector indexes on this database: they need the live table "
+            "(SQLite's vec0 table is keyed by its primary key); run the migration online."
         )
     return sa.Table(
         table_name, sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column(column_name, column_type), schema=schema
@@ -99,8 +103,8 @@ def build_index(operations: Operations, op: CreateVectorIndexOp) -> vk.VectorInd
 
 def create_index(operations: Operations, index: vk.VectorIndex) -> None:
     support = _support(operations)
-    if operations.impl.dialect.name == "sqlite":
-        drop_index(operations, str(index.name), None)  # a vec0 table orphaned by a table rebuild
+    for sql in support.vector_index_preamble(index, _preparer(operations)):
+        operations.execute(sql)
     if _online(operations):
         support.before_create_vector_index(index, operations.get_bind())
     impl: Any = operations.impl
@@ -116,9 +120,8 @@ def _create_vector_index(operations: Operations, op: CreateVectorIndexOp) -> Non
 
 
 def drop_index(operations: Operations, name: str, schema: Optional[str]) -> None:
-    preparer = operations.impl.dialect.identifier_preparer
-    qualified = f"{schema}.{name}" if schema and operations.impl.dialect.name == "postgresql" else name
-    for sql in _support(operations).drop_vector_index_sql(qualified, preparer):
+    qualified = f"{schema}.{name}" if schema else name
+    for sql in _support(operations).drop_vector_index_sql(qualified, _preparer(operations)):
         operations.execute(sql)
 
 
@@ -129,17 +132,20 @@ def _drop_vector_index(operations: Operations, op: DropVectorIndexOp) -> None:
 
 @Operations.implementation_for(ReindexVectorIndexOp)
 def _reindex_vector_index(operations: Operations, op: ReindexVectorIndexOp) -> None:
-    if operations.impl.dialect.name == "postgresql":
-        name = operations.impl.dialect.identifier_preparer.quote(op.index_name)
-        name = f"{op.schema}.{name}" if op.schema else name
-        sql = f"REINDEX INDEX {'CONCURRENTLY ' if op.concurrently else ''}{name}"
-        _in_autocommit(operations, op.concurrently, lambda: operations.execute(sql))
+    support, preparer = _support(operations), _preparer(operations)
+    statements = support.reindex_sql(op.index_name, op.schema, op.concurrently, preparer)
+    if statements is not None:
+
+        def run() -> None:
+            for sql in statements:
+                operations.execute(sql)
+
+        _in_autocommit(operations, op.concurrently, run)
         return
-    # SQLite: refill the vec0 table from the base table (the backfill statement of its DDL)
+    # no REINDEX (SQLite): drop and recreate the index from its live definition, which refills it
     index = _live_sqlite_index(operations, op.index_name)
-    preparer = operations.impl.dialect.identifier_preparer
-    operations.execute(f"DELETE FROM {preparer.quote_identifier(op.index_name)}")
-    operations.execute(_support(operations).vector_index_follow_up(index, preparer)[-1])
+    drop_index(operations, op.index_name, None)
+    create_index(operations, index)
 
 
 def _live_sqlite_index(operations: Operations, name: str, column_type: Optional[VectorType] = None) -> vk.VectorIndex:
@@ -169,69 +175,46 @@ def sqlite_index_knobs(info: Any, column_type: Any) -> dict[str, Any]:
 
 @Operations.implementation_for(CreateVectorExtensionOp)
 def _create_extension(operations: Operations, op: CreateVectorExtensionOp) -> None:
-    if operations.impl.dialect.name != "postgresql":
-        return  # sqlite-vec is loaded per connection by the engine
-    schema = f" SCHEMA {operations.impl.dialect.identifier_preparer.quote(op.schema)}" if op.schema else ""
-    operations.execute(f"CREATE EXTENSION IF NOT EXISTS vector{schema}")
+    for sql in _support(operations).extension_sql(True, op.schema, _preparer(operations)):
+        operations.execute(sql)
 
 
 @Operations.implementation_for(DropVectorExtensionOp)
 def _drop_extension(operations: Operations, op: DropVectorExtensionOp) -> None:
-    if operations.impl.dialect.name == "postgresql":
-        operations.execute("DROP EXTENSION IF EXISTS vector")
+    for sql in _support(operations).extension_sql(False, op.schema, _preparer(operations)):
+        operations.execute(sql)
 
 
 @Operations.implementation_for(AlterVectorColumnOp)
 def _alter_vector_column(operations: Operations, op: AlterVectorColumnOp) -> None:
-    dialect = operations.impl.dialect.name
+    support, preparer = _support(operations), _preparer(operations)
     online = _online(operations)
     current = live_column_type(operations.get_bind(), op.table_name, op.column_name, op.schema) if online else None
     new = op.new_type(current or op.existing_type)
     old = current or op.existing_type
-    dependents = _dependent_indexes(operations, op) if online else []
+    in_place = support.alter_vector_column_sql(op.table_name, op.column_name, new, op.using, op.schema, preparer)
+    # In place, the indexes on the column depend on it; a table rebuild (SQLite) drops every
+    # trigger of the table, so then all of its vector indexes are rebuilt.
+    word = re.compile(rf"\b{re.escape(op.column_name)}\b")
+    dependents = [
+        i
+        for i in (vk.inspect_vectors(operations.get_bind()).indexes if online else [])
+        if i.table == op.table_name and (in_place is None or word.search(i.expression or ""))
+    ]
     for info in dependents:
         drop_index(operations, info.name, op.schema)
-    if dialect == "postgresql":
-        preparer = operations.impl.dialect.identifier_preparer
-        spec = dialects.get("postgresql").col_spec(new)
-        col = preparer.quote(op.column_name)
-        table = preparer.format_table(sa.table(op.table_name, schema=op.schema))
-        using = op.using if op.using is not None else f"{col}::{spec}"
-        operations.execute(f"ALTER TABLE {table} ALTER COLUMN {col} TYPE {spec} USING {using}")
+    if in_place is not None:
+        for sql in in_place:
+            operations.execute(sql)
         for info in dependents:
-            operations.execute(_retarget_definition(info.definition or "", old, new))
-    else:
-        if op.using is not None:  # SQLite cannot cast vectors: the new values are given outright
-            q = operations.impl.dialect.identifier_preparer.quote
-            operations.execute(f"UPDATE {q(op.table_name)} SET {q(op.column_name)} = {op.using}")
-        with operations.batch_alter_table(op.table_name, schema=op.schema) as batch:
-            batch.alter_column(op.column_name, type_=new, existing_type=old)
-        for info in dependents:
-            reflected = sa.Table(op.table_name, sa.MetaData(), autoload_with=operations.get_bind())
-            reflected.c[op.column_name].type = new
-            column = reflected.c[info.expression]
-            create_index(operations, vk.VectorIndex(info.name, column, **sqlite_index_knobs(info, column.type)))
-
-
-def _dependent_indexes(operations: Operations, op: AlterVectorColumnOp) -> list[Any]:
-    """Vector indexes to drop and rebuild around the change.
-
-    On SQLite that is every vec0 index of the table: the batch rebuild of the table drops all
-    of its triggers.
-    """
-    word = re.compile(rf"\b{re.escape(op.column_name)}\b")
-    sqlite = operations.impl.dialect.name == "sqlite"
-    return [
-        i
-        for i in vk.inspect_vectors(operations.get_bind()).indexes
-        if i.table == op.table_name and (sqlite or word.search(i.expression or ""))
-    ]
-
-
-def _retarget_definition(definition: str, old: Optional[VectorType], new: VectorType) -> str:
-    """An index definition from pg_get_indexdef, moved to the column's new dimension / type."""
-    if old is not None and old.dim is not None and new.dim is not None:
-        definition = re.sub(rf"::(halfvec|bit)\({old.dim}\)", rf"::\g<1>({new.dim})", definition)
-    if old is not None and old.kind is not new.kind:
-        definition = re.sub(rf"\b{old.kind.value}_(\w+)_ops\b", rf"{new.kind.value}_\g<1>_ops", definition)
-    return definition
+            operations.execute(support.retarget_index_definition(info.definition or "", old, new))
+        return
+    if op.using is not None:  # no cast on a rebuild: the new values are given outright
+        operations.execute(f"UPDATE {preparer.quote(op.table_name)} SET {preparer.quote(op.column_name)} = {op.using}")
+    with operations.batch_alter_table(op.table_name, schema=op.schema) as batch:
+        batch.alter_column(op.column_name, type_=new, existing_type=old)
+    for info in dependents:
+        reflected = sa.Table(op.table_name, sa.MetaData(), autoload_with=operations.get_bind())
+        reflected.c[op.column_name].type = new
+        column = reflected.c[info.expression]
+        create_index(operations, vk.VectorIndex(info.name, column, **sqlite_index_knobs(info, column.type)))

@@ -80,6 +80,31 @@ class DialectSupport(Protocol):
     def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
         """Clean-up after the index (or its table) is dropped."""
 
+    # ---- migrations (alembic_ext)
+
+    #: whether vector index DDL can be written without a database (Alembic --sql)
+    offline_index_ddl: bool
+
+    def vector_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        """SQL to run before creating the index in a migration (SQLite: clear leftovers)."""
+
+    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+        """CREATE / DROP of the vector extension ([] where there is none to manage)."""
+
+    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+        """SQL rebuilding an index by name, or None when it must be refilled from its definition."""
+
+    def alter_vector_column_sql(
+        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
+    ) -> Optional[list[str]]:
+        """In-place change of a column's vector type, or None when the table must be rebuilt."""
+
+    def retarget_index_definition(self, definition: str, old: Any, new: Any) -> str:
+        """A live index definition rewritten for the column's new type."""
+
+    def vector_index_matches(self, connection: Connection, index: Any, info: Any) -> bool:
+        """Whether a live vector index (``VectorIndexInfo``) is what ``index`` declares."""
+
     # ---- queries (query.py, bulk.py)
 
     def render_knn(self, compiler: Any, element: Any, **kw: Any) -> str:

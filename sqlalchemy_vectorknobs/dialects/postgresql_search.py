@@ -85,6 +85,13 @@ def _setting_literal(guc: str, value: Any) -> str:
     return str(value) if isinstance(value, (int, float)) else f"'{value}'"
 
 
+def _normalised_definition(definition: str, index: Any) -> str:
+    body = definition[definition.find(" USING ") :]
+    if index.vector_options.lists is None:  # left to the row count when built
+        body = re.sub(r"\s*WITH \(lists='?\d+'?\)", "", body)
+    return body
+
+
 def _index_expression(index: Any, preparer: Any) -> str:
     col = preparer.quote(index.vector_column.name)
     precision, kind, dim = index.vector_options.precision, index.vector_type.kind, index.dim
@@ -228,6 +235,80 @@ class PostgreSQLSearch:
 
     def after_drop_vector_index(self, index: Any, connection: Connection) -> None:
         return None
+
+    # ---- migrations (used by alembic_ext)
+
+    offline_index_ddl = True
+
+    def vector_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        return []  # a clash with an existing index should fail, not be replaced
+
+    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+        if not create:
+            return ["DROP EXTENSION IF EXISTS vector"]
+        return [f"CREATE EXTENSION IF NOT EXISTS vector{f' SCHEMA {preparer.quote(schema)}' if schema else ''}"]
+
+    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+        qualified = f"{preparer.quote(schema)}.{preparer.quote(name)}" if schema else preparer.quote(name)
+        return [f"REINDEX INDEX {'CONCURRENTLY ' if concurrently else ''}{qualified}"]
+
+    def alter_vector_column_sql(
+        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
+    ) -> Optional[list[str]]:
+        spec = self.col_spec(new)  # type: ignore[attr-defined]
+        col = preparer.quote(column)
+        qualified = f"{preparer.quote(schema)}.{preparer.quote(table)}" if schema else preparer.quote(table)
+        return [f"ALTER TABLE {qualified} ALTER COLUMN {col} TYPE {spec} USING {using if using is not None else f'{col}::{spec}'}"]
+
+    def retarget_index_definition(self, definition: str, old: Any, new: Any) -> str:
+        """An index definition from pg_get_indexdef, moved to the column's new dimension / type."""
+        if old is not None and old.dim is not None and new.dim is not None:
+            definition = re.sub(rf"::(halfvec|bit)\({old.dim}\)", rf"::\g<1>({new.dim})", definition)
+        if old is not None and old.kind is not new.kind:
+            definition = re.sub(rf"\b{old.kind.value}_(\w+)_ops\b", rf"{new.kind.value}_\g<1>_ops", definition)
+        return definition
+
+    def vector_index_matches(self, connection: Connection, index: Any, info: Any) -> bool:
+        """Whether the live index is what the model declares, compared in the server's own form.
+
+        The model's index is built on an empty ``CREATE TEMP TABLE ... (LIKE table)`` inside a
+        SAVEPOINT that is rolled back, and the two ``pg_get_indexdef`` texts are compared.
+        """
+        return _normalised_definition(self._model_definition(connection, index, info), index) == _normalised_definition(
+            info.definition or "", index
+        )
+
+    def _model_definition(self, connection: Connection, index: Any, info: Any) -> str:
+        import uuid
+
+        from sqlalchemy import Column, MetaData, Table
+        from sqlalchemy.schema import CreateIndex
+
+        from ..index import VectorIndex
+
+        table = index.vector_column.table
+        preparer = connection.dialect.identifier_preparer
+        tmp = f"vk_cmp_{uuid.uuid4().hex[:10]}"
+        copy = Table(tmp, MetaData(), *[Column(c.name, c.type) for c in table.columns])
+        opts = index.vector_options
+        probe = VectorIndex(
+            f"{tmp}_ix",
+            copy.c[index.vector_column.name],
+            distance=opts.distance,
+            method=info.method if opts.method == "auto" else opts.method,
+            m=opts.m,
+            ef_construction=opts.ef_construction,
+            lists=opts.lists,
+            precision=opts.precision,
+            where=opts.where,
+        )
+        savepoint = connection.begin_nested()
+        try:
+            connection.exec_driver_sql(f"CREATE TEMP TABLE {preparer.quote(tmp)} (LIKE {preparer.format_table(table)})")
+            connection.execute(CreateIndex(probe))
+            return str(connection.execute(text("SELECT pg_get_indexdef(CAST(:n AS regclass))"), {"n": probe.name}).scalar())
+        finally:
+            savepoint.rollback()
 
     def knn_select(self, element: Any) -> Any:
         """The candidates query: (id, distance) of the k nearest, using exactly the indexed expression."""

@@ -182,6 +182,31 @@ class SQLiteSearch:
         for sql in self.drop_vector_index_sql(index.name, connection.dialect.identifier_preparer):
             connection.exec_driver_sql(sql)
 
+    # ------------------------------------------------------------------ migrations (alembic_ext)
+
+    offline_index_ddl = False  # the vec0 table is keyed by the live table's primary key
+
+    def vector_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        # A table rebuild (batch migration) drops its triggers and leaves the vec0 table orphaned.
+        return self.drop_vector_index_sql(str(index.name), preparer)
+
+    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+        return []  # sqlite-vec is loaded on every connection by the engine
+
+    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+        return None  # refilled from its definition (see vector_index_follow_up)
+
+    def alter_vector_column_sql(
+        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
+    ) -> Optional[list[str]]:
+        return None  # SQLite changes column types by rebuilding the table (which drops every trigger)
+
+    def retarget_index_definition(self, definition: str, old: Any, new: Any) -> str:
+        return definition
+
+    def vector_index_matches(self, connection: Connection, index: Any, info: Any) -> bool:
+        return bool(self._vec0_definition(index, connection.dialect.identifier_preparer) == info.definition)
+
     # ------------------------------------------------------------------ queries
 
     def _pushdown(self, where: Any, index: Any, vt: sa.Table) -> Optional[Any]:
