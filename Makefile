@@ -32,7 +32,9 @@ typecheck: $(VENV)/.stamp-test
 	$(BIN)/python -m mypy
 
 bench: $(VENV)/.stamp-test
+	$(BIN)/python -m pip install -q faiss-cpu
 	$(BIN)/python benchmarks/bench_transport.py
+	$(BIN)/python benchmarks/bench_search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache *.egg-info
