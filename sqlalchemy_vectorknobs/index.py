@@ -38,6 +38,10 @@ from .exc import InvalidIndexError
 __all__ = ["VectorIndex", "VectorIndexOptions", "METHODS", "PRECISIONS"]
 
 METHODS = ("hnsw", "ivfflat", "auto")
+#: HNSW ef_construction when none is declared (pgvector's is 64). On 100k x 384 clustered vectors
+#: 128 measured recall@10 1.000 unfiltered and 0.943 at 1 % filter selectivity, against 0.985-0.995
+#: and 0.91 at 64, for a 1.5x longer build (docs/guide.md, "Vector indexes").
+DEFAULT_EF_CONSTRUCTION = 128
 PRECISIONS = (None, "halfvec", "binary")
 
 
@@ -82,6 +86,14 @@ class VectorIndexOptions:
                 f"VectorIndex ef_construction={self.ef_construction} is below 2 * m = {2 * m}; pgvector requires "
                 "ef_construction >= 2 * m."
             )
+
+    @property
+    def hnsw_ef_construction(self) -> int:
+        """``ef_construction`` an HNSW build uses: the declared one, else :data:`DEFAULT_EF_CONSTRUCTION`
+        (at least ``2 * m``, as pgvector requires)."""
+        if self.ef_construction is not None:
+            return self.ef_construction
+        return max(DEFAULT_EF_CONSTRUCTION, 2 * (16 if self.m is None else self.m))
 
     @property
     def index_distance(self) -> Distance:

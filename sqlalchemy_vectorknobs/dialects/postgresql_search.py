@@ -202,7 +202,7 @@ class PostgreSQLSearch:
         method = index.resolved.get("method") or ("hnsw" if opts.method == "auto" else opts.method)
         params: list[tuple[str, Any]] = []
         if method == "hnsw":
-            params = [(k, v) for k, v in (("m", opts.m), ("ef_construction", opts.ef_construction)) if v is not None]
+            params = [(k, v) for k, v in (("m", opts.m), ("ef_construction", opts.hnsw_ef_construction)) if v is not None]
         else:
             lists = index.resolved.get("lists", opts.lists)
             params = [("lists", lists)] if lists is not None else []

@@ -192,7 +192,7 @@ def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:
 
     project.alembic("upgrade", "head")
     live = project.indexes()
-    assert (live["doc_hnsw"].method, live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("hnsw", "vector_cosine_ops", {"m": "8"})
+    assert (live["doc_hnsw"].method, live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("hnsw", "vector_cosine_ops", {"m": "8", "ef_construction": "128"})
     assert (live["doc_ivf"].method, live["doc_ivf"].opclass, live["doc_ivf"].options) == ("ivfflat", "vector_l2_ops", {"lists": "10"})
     assert live["doc_halfprec"].opclass == "halfvec_ip_ops" and "halfvec(16)" in live["doc_halfprec"].expression
     assert live["doc_partial"].opclass == "halfvec_l2_ops" and "cat" in (live["doc_partial"].where or "")
@@ -206,7 +206,7 @@ def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:
     assert "op.drop_vector_index('doc_hnsw', 'doc')" in change and "m=12" in change and "distance='l2'" in change, change
     project.alembic("upgrade", "head")
     live = project.indexes()
-    assert (live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("vector_l2_ops", {"m": "12"})
+    assert (live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("vector_l2_ops", {"m": "12", "ef_construction": "128"})
     assert "halfvec(24)" in live["doc_halfprec"].expression
     engine = project.engine()
     try:
@@ -218,7 +218,7 @@ def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:
 
     project.alembic("downgrade", "-1")
     live = project.indexes()
-    assert (live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("vector_cosine_ops", {"m": "8"})
+    assert (live["doc_hnsw"].opclass, live["doc_hnsw"].options) == ("vector_cosine_ops", {"m": "8", "ef_construction": "128"})
     project.alembic("downgrade", "base")
     engine = project.engine()
     try:
@@ -234,7 +234,7 @@ def test_postgresql_offline_sql_applies_with_psql(tmp_path: Path, pg_database: s
     project.write_models(dim=16, distance="cosine", m=8)
     project.autogenerate("create docs")
     sql = project.alembic("upgrade", "head", "--sql")
-    assert "CREATE INDEX doc_hnsw ON doc USING hnsw (embedding vector_cosine_ops) WITH (m = 8)" in sql
+    assert "CREATE INDEX doc_hnsw ON doc USING hnsw (embedding vector_cosine_ops) WITH (m = 8, ef_construction = 128)" in sql
     name = f"vk_offline_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -85,6 +85,7 @@ def test_recall_at_10(loaded: Backend, dataset: dict[str, np.ndarray], selectivi
         recalls.append(len(truth & set(ids)) / K)
         counts.append(len(ids))
     assert set(counts) == {K}, counts
+    print(f"\n{loaded.id} selectivity={selectivity}: recall@10 {np.mean(recalls):.3f} over {len(queries)} queries")
     floor = 0.95 if selectivity is None else 0.90
     assert np.mean(recalls) >= floor, f"recall@10 {np.mean(recalls):.3f} < {floor}"
     if selectivity is None:

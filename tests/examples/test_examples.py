@@ -57,5 +57,5 @@ def test_alembic_example_on_sqlite() -> None:
 
 def test_alembic_example_on_postgresql(pg_database: str) -> None:
     out = run_example("alembic/run.py", pg_database)
-    assert "index document_embedding_idx: hnsw vector_cosine_ops {'m': '16'}" in out, out
+    assert "index document_embedding_idx: hnsw vector_cosine_ops {'m': '16', 'ef_construction': '128'}" in out, out
     assert "No new upgrade operations detected." in out and out.rstrip().endswith("downgraded to base"), out

@@ -98,7 +98,8 @@ def ddl(index: vk.VectorIndex, dialect: Any) -> str:
 @pytest.mark.parametrize(
     "type_,kw,expected",
     [
-        (vk.Vector(3), {}, "CREATE INDEX doc_idx ON doc USING hnsw (embedding vector_cosine_ops)"),
+        (vk.Vector(3), {}, "CREATE INDEX doc_idx ON doc USING hnsw (embedding vector_cosine_ops) WITH (ef_construction = 128)"),
+        (vk.Vector(3), {"m": 100}, "USING hnsw (embedding vector_cosine_ops) WITH (m = 100, ef_construction = 200)"),
         (vk.Vector(3), {"distance": "l2", "m": 8, "ef_construction": 32}, "USING hnsw (embedding vector_l2_ops) WITH (m = 8, ef_construction = 32)"),
         (vk.Vector(3), {"distance": "ip", "method": "ivfflat", "lists": 7}, "USING ivfflat (embedding vector_ip_ops) WITH (lists = 7)"),
         (vk.Vector(3), {"precision": "halfvec"}, "USING hnsw ((embedding::halfvec(3)) halfvec_cosine_ops)"),
