@@ -82,9 +82,15 @@ def _continue() -> Any:
         return None
 
 
+def _indexed_column(expression: str) -> Optional[str]:
+    """The column an index expression is built on: ``embedding`` of ``(binary_quantize(embedding)::bit(3))``."""
+    match = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", expression))
+    return match.group(0) if match else None
+
+
 def _live_type(bind: Any, info: Any) -> Optional[VectorType]:
-    column = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", info.expression or ""))
-    return live_column_type(bind, info.table, column.group(0), info.schema) if column else None
+    column = _indexed_column(info.expression or "")
+    return live_column_type(bind, info.table, column, info.schema) if column else None
 
 
 def _same(bind: Any, index: vk.VectorIndex, info: Any) -> bool:
@@ -94,7 +100,7 @@ def _same(bind: Any, index: vk.VectorIndex, info: Any) -> bool:
 def op_from_catalog(info: Any, column_type: Optional[VectorType]) -> CreateVectorIndexOp:
     """The create op that would rebuild a live index (for downgrades of drops and changes)."""
     expression = info.expression or ""
-    column = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", expression))
+    column = _indexed_column(expression)
     knobs: dict[str, Any] = {}
     if info.method == "vec0":
         knobs.update(sqlite_index_knobs(info, column_type))
@@ -115,7 +121,7 @@ def op_from_catalog(info: Any, column_type: Optional[VectorType]) -> CreateVecto
     return CreateVectorIndexOp(
         info.name,
         info.table,
-        column.group(0) if column else expression,
+        column or expression,
         schema=info.schema if info.method != "vec0" else None,
         column_type=column_type,
         **knobs,

@@ -177,7 +177,7 @@ def nearest(
     if isinstance(where, str):
         where = sa.text(where)
     knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(candidates, k))
-    cand = knn.table_valued(sa.column("id", col.table.primary_key.columns[0].type), sa.column("distance", sa.Float))
+    cand = knn.table_valued(sa.column("id", _primary_key(col.table).type), sa.column("distance", sa.Float))
     dist = cand.c.distance
     stmt = sa.select(entity, dist.label("distance")).join(cand, pk == cand.c.id).order_by(dist)
     if max_distance is not None:

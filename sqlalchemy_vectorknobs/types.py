@@ -136,8 +136,6 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
             return x is y
         return bool(np.array_equal(np.asarray(x), np.asarray(y)))
 
-    def get_col_spec(self, **kw: Any) -> str:  # only reached by dialects without support
-        return repr(self).upper()
 
 
 def _on_column_attached(column: Any, table: Any) -> None:

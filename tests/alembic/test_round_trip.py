@@ -20,47 +20,10 @@ import sqlalchemy as sa
 
 import sqlalchemy_vectorknobs as vk
 
-ENV_PY = '''
-import os
-import sys
+#: the env.py users copy from the example project: the tests run exactly that one
+ENV_PY = Path(__file__).resolve().parents[2] / "examples" / "alembic" / "migrations" / "env.py"
 
-from alembic import context
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import alembic_ext
-import sqlalchemy_vectorknobs as vk
-from models import Base
-
-config = context.config
-target_metadata = Base.metadata
-
-
-def run_migrations_offline():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True, **alembic_ext.autogenerate_options())
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_migrations_online():
-    engine = vk.create_engine(config.get_main_option("sqlalchemy.url"))
-    with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite",
-                          **alembic_ext.autogenerate_options())
-        with context.begin_transaction():
-            context.run_migrations()
-    engine.dispose()
-
-
-if context.is_offline_mode():
-    run_migrations_offline()
-else:
-    run_migrations_online()
-'''
-
-PG_MODELS = '''
+MODELS_HEAD = '''
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 import sqlalchemy_vectorknobs as vk
@@ -76,7 +39,9 @@ class Doc(Base):
     cat: Mapped[str] = mapped_column(sa.String(10))
     embedding = mapped_column(vk.Vector({dim}))
     half = mapped_column(vk.HalfVector(16))
-    __table_args__ = (
+'''
+
+PG_MODELS = MODELS_HEAD + '''    __table_args__ = (
         vk.VectorIndex("doc_hnsw", "embedding", distance="{distance}", m={m}),
         vk.VectorIndex("doc_ivf", "embedding", distance="l2", method="ivfflat", lists=10),
         vk.VectorIndex("doc_halfprec", "embedding", distance="ip", precision="halfvec"),
@@ -84,23 +49,7 @@ class Doc(Base):
     )
 '''
 
-SQLITE_MODELS = '''
-import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-import sqlalchemy_vectorknobs as vk
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Doc(Base):
-    __tablename__ = "doc"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    cat: Mapped[str] = mapped_column(sa.String(10))
-    embedding = mapped_column(vk.Vector({dim}))
-    half = mapped_column(vk.HalfVector(16))
-    __table_args__ = (
+SQLITE_MODELS = MODELS_HEAD + '''    __table_args__ = (
         vk.VectorIndex("doc_hnsw", "embedding", distance="{distance}", m={m}, metadata_columns=["cat"]),
         vk.VectorIndex("doc_halfprec", "half", distance="l2"),
     )
@@ -113,7 +62,7 @@ class Project:
     def __init__(self, root: Path, url: str, models: str) -> None:
         self.root, self.url, self.models = root, url, models
         self.alembic("init", "migrations")
-        (root / "migrations" / "env.py").write_text(ENV_PY)
+        (root / "migrations" / "env.py").write_text(ENV_PY.read_text())
         ini = (root / "alembic.ini").read_text()
         escaped = url.replace("%", "%%")  # configparser interpolation
         (root / "alembic.ini").write_text(re.sub(r"(?m)^sqlalchemy\.url = .*$", lambda _: f"sqlalchemy.url = {escaped}", ini))
@@ -166,13 +115,8 @@ def assert_empty(script: str) -> None:
     assert statements == ["pass"], body
 
 
-@pytest.fixture
-def pg_database(fresh_pg_url: sa.URL) -> sa.URL:
-    return fresh_pg_url
-
-
-def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:
-    project = Project(tmp_path, pg_database.render_as_string(hide_password=False), PG_MODELS)
+def test_postgresql_round_trip(tmp_path: Path, fresh_pg_url: sa.URL) -> None:
+    project = Project(tmp_path, fresh_pg_url.render_as_string(hide_password=False), PG_MODELS)
     project.write_models(dim=16, distance="cosine", m=8)
 
     first = project.autogenerate("create docs")
@@ -229,8 +173,8 @@ def test_postgresql_round_trip(tmp_path: Path, pg_database: sa.URL) -> None:
         engine.dispose()
 
 
-def test_postgresql_offline_sql_applies_with_psql(tmp_path: Path, pg_database: sa.URL, pg_url: sa.URL) -> None:
-    project = Project(tmp_path, pg_database.render_as_string(hide_password=False), PG_MODELS)
+def test_postgresql_offline_sql_applies_with_psql(tmp_path: Path, fresh_pg_url: sa.URL, pg_url: sa.URL) -> None:
+    project = Project(tmp_path, fresh_pg_url.render_as_string(hide_password=False), PG_MODELS)
     project.write_models(dim=16, distance="cosine", m=8)
     project.autogenerate("create docs")
     sql = project.alembic("upgrade", "head", "--sql")
@@ -338,7 +282,7 @@ def downgrade():
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_hand_written_migration(tmp_path: Path, dialect: str, request: pytest.FixtureRequest) -> None:
-    url = f"sqlite:///{tmp_path}/hand.db" if dialect == "sqlite" else request.getfixturevalue("pg_database").render_as_string(hide_password=False)
+    url = f"sqlite:///{tmp_path}/hand.db" if dialect == "sqlite" else request.getfixturevalue("fresh_pg_url").render_as_string(hide_password=False)
     project = Project(tmp_path, url, SQLITE_MODELS)
     project.write_models(dim=16, distance="cosine", m=8)
     (tmp_path / "migrations" / "versions" / "handwritten1_.py").write_text(textwrap.dedent(HAND_WRITTEN))

@@ -21,14 +21,9 @@ def _doc_table(md: sa.MetaData) -> sa.Table:
     )
 
 
-@pytest.fixture
-def fresh_db(fresh_pg_url: sa.URL) -> sa.URL:
-    return fresh_pg_url
-
-
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_plain_create_engine_with_plugin_creates_extension(fresh_db: sa.URL, driver: str) -> None:
-    engine = sa.create_engine(fresh_db.set(drivername=f"postgresql+{driver}"), plugins=["vectorknobs"])
+def test_plain_create_engine_with_plugin_creates_extension(fresh_pg_url: sa.URL, driver: str) -> None:
+    engine = sa.create_engine(fresh_pg_url.set(drivername=f"postgresql+{driver}"), plugins=["vectorknobs"])
     md = sa.MetaData()
     t = _doc_table(md)
     try:
@@ -42,9 +37,9 @@ def test_plain_create_engine_with_plugin_creates_extension(fresh_db: sa.URL, dri
         engine.dispose()
 
 
-def test_connections_opened_before_the_extension_get_binary_codecs(fresh_db: sa.URL) -> None:
+def test_connections_opened_before_the_extension_get_binary_codecs(fresh_pg_url: sa.URL) -> None:
     """A pooled connection opened before CREATE EXTENSION learns the types on its next checkout."""
-    engine = vk.create_engine(fresh_db.set(drivername="postgresql+psycopg"), pool_size=2)
+    engine = vk.create_engine(fresh_pg_url.set(drivername="postgresql+psycopg"), pool_size=2)
     try:
         with engine.connect() as c1, engine.connect() as c2:
             c1.exec_driver_sql("SELECT 1")
@@ -62,12 +57,12 @@ def test_connections_opened_before_the_extension_get_binary_codecs(fresh_db: sa.
         engine.dispose()
 
 
-def test_missing_privilege_gives_clear_error(fresh_db: sa.URL, pg_url: sa.URL) -> None:
+def test_missing_privilege_gives_clear_error(fresh_pg_url: sa.URL, pg_url: sa.URL) -> None:
     role = f"vk_user_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(pg_url.set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN NOSUPERUSER")
-    engine = vk.create_engine(fresh_db.set(drivername="postgresql+psycopg", username=role))
+    engine = vk.create_engine(fresh_pg_url.set(drivername="postgresql+psycopg", username=role))
     md = sa.MetaData()
     _doc_table(md)
     try:
@@ -78,15 +73,15 @@ def test_missing_privilege_gives_clear_error(fresh_db: sa.URL, pg_url: sa.URL) -
     finally:
         engine.dispose()
         with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE {fresh_db.database} WITH (FORCE)")  # frees the role
+            conn.exec_driver_sql(f"DROP DATABASE {fresh_pg_url.database} WITH (FORCE)")  # frees the role
             conn.exec_driver_sql(f"DROP ROLE {role}")
         admin.dispose()
 
 
-def test_missing_extension_gives_clear_error(fresh_db: sa.URL, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_extension_gives_clear_error(fresh_pg_url: sa.URL, monkeypatch: pytest.MonkeyPatch) -> None:
     # The server really lacks an extension by this name: its real error is what gets explained.
     monkeypatch.setattr(vk_pg, "EXTENSION", "vector_not_installed_here")
-    engine = vk.create_engine(fresh_db.set(drivername="postgresql+psycopg"))
+    engine = vk.create_engine(fresh_pg_url.set(drivername="postgresql+psycopg"))
     md = sa.MetaData()
     _doc_table(md)
     try:
