@@ -14,9 +14,28 @@ from __future__ import annotations
 
 from .bulk import bulk_load
 from .distance import Distance
+from .embedding import (
+    BackfillReport,
+    BatchFailure,
+    CallableEmbedder,
+    EmbeddedColumn,
+    Embedder,
+    EmbeddingConfigError,
+    HashingEmbedder,
+    ReembedJob,
+    SentenceTransformerEmbedder,
+    Vectorizer,
+    abackfill,
+    backfill,
+    embedded_column,
+    reembed,
+    stale,
+    stale_condition,
+)
 from .engine import create_async_engine, create_engine
 from .exc import (
     DimensionMismatchError,
+    EmbeddingError,
     ExtensionError,
     IncompatibleOperatorError,
     InvalidDistanceError,
@@ -67,4 +86,21 @@ __all__ = [
     "UnsupportedDialectError",
     "MissingDependencyError",
     "ExtensionError",
+    "EmbeddingError",
+    "EmbeddingConfigError",
+    "embedded_column",
+    "EmbeddedColumn",
+    "Embedder",
+    "HashingEmbedder",
+    "SentenceTransformerEmbedder",
+    "CallableEmbedder",
+    "stale",
+    "stale_condition",
+    "backfill",
+    "abackfill",
+    "BackfillReport",
+    "BatchFailure",
+    "reembed",
+    "ReembedJob",
+    "Vectorizer",
 ]

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import array
 import enum
+import hashlib
 import math
 import struct
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -387,3 +388,25 @@ def decode_pg_text(kind: Kind, text: str) -> np.ndarray:
         return out
     arr = np.array(text.strip("[]").split(","), dtype=np.float32)
     return arr.astype(np.float16) if kind is Kind.FLOAT16 else arr
+
+
+# ----------------------------------------------------------------------------- source text hash
+
+SOURCE_SEPARATOR = "\n"
+
+
+def source_text(values: Sequence[Any]) -> str:
+    """The text an embedded column embeds when it has no template: non-NULL values, one per line."""
+    return SOURCE_SEPARATOR.join(v for v in values if v is not None)
+
+
+def source_hash(*values: Any) -> str:
+    """SHA-256 (hex) of :func:`source_text`; the databases compute the same value in SQL.
+
+    >>> source_hash("a", None, "b") == source_hash("a", "b")
+    True
+    """
+    return hashlib.sha256(source_text(values).encode("utf-8")).hexdigest()
+
+
+EMPTY_SOURCE_HASH = hashlib.sha256(b"").hexdigest()

@@ -27,6 +27,7 @@ __all__ = [
     "UnsupportedDialectError",
     "MissingDependencyError",
     "ExtensionError",
+    "EmbeddingError",
 ]
 
 
@@ -72,3 +73,7 @@ class MissingDependencyError(VectorKnobsError, ImportError):
 
 class ExtensionError(VectorKnobsError, RuntimeError):
     """The database's vector extension is missing or may not be created."""
+
+
+class EmbeddingError(VectorKnobsError, RuntimeError):
+    """An embedder failed or returned something unusable; under ``on_error="raise"`` nothing is written."""

@@ -128,6 +128,9 @@ class DialectSupport(Protocol):
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """Write validated columns (one sequence, or float32 matrix, per name) the fastest way; return the count."""
 
+    def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
+        """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""
+
 
 def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:
     """Render ``select`` in parentheses inside the statement being compiled (a FROM item)."""

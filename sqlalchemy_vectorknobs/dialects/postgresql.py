@@ -308,6 +308,11 @@ class PostgreSQLSupport(PostgreSQLSearch):
         raw = connection.connection
         _register(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
 
+    def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
+        # concat_ws skips NULLs exactly like codec.source_text; sha256() wants bytea, so UTF-8 it.
+        cols = compiler.process(element.clauses, **kw)
+        return f"encode(sha256(convert_to(concat_ws(chr(10), {cols}), 'UTF8')), 'hex')"
+
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """COPY ... FORMAT BINARY on psycopg 3 and asyncpg; batched INSERTs on other drivers."""
 

