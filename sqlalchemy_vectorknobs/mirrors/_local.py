@@ -1,0 +1,104 @@
+"""In-process bookkeeping shared by the mirrors that keep their state locally (memory, Faiss).
+
+:class:`VersionMap` records the last applied version per id (tombstones included) and decides
+whether a versioned write is stale; :class:`MetadataIndex` holds each id's metadata with an
+inverted index, so a ``where`` filter becomes a set of ids without scanning every record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Optional
+
+__all__ = ["VersionMap", "MetadataIndex"]
+
+
+class VersionMap:
+    """Last applied version per id; ids without one have never seen a versioned write."""
+
+    def __init__(self) -> None:
+        self._versions: dict[Any, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._versions)
+
+    def recorded(self, pk: Any) -> Optional[int]:
+        """The version last applied to ``pk`` (None if none)."""
+        return self._versions.get(pk)
+
+    def accepts(self, pk: Any, version: Optional[int]) -> bool:
+        """True if a write with ``version`` (None = unversioned) should be applied to ``pk``."""
+        if version is None:
+            return True
+        current = self._versions.get(pk)
+        return current is None or version > current
+
+    def record(self, pk: Any, version: Optional[int]) -> None:
+        """Remember ``version`` for ``pk``; an unversioned write keeps what was recorded."""
+        if version is not None:
+            self._versions[pk] = version
+
+    def clear(self) -> None:
+        self._versions.clear()
+
+    def items(self) -> Iterator[tuple[Any, int]]:
+        return iter(self._versions.items())
+
+    def load(self, pairs: Iterable[tuple[Any, int]]) -> None:
+        self._versions = {pk: int(v) for pk, v in pairs}
+
+
+def _key(value: Any) -> Any:
+    # True == 1 in Python; a filter on a boolean column must not match the integer 1.
+    return ("bool", value) if isinstance(value, bool) else value
+
+
+class MetadataIndex:
+    """Metadata dicts per id with postings ``{column: {value: {ids}}}`` for equality/IN filters."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self._columns = columns
+        self._rows: dict[Any, dict[str, Any]] = {}
+        self._postings: dict[str, dict[Any, set[Any]]] = {c: {} for c in columns}
+
+    def get(self, pk: Any) -> dict[str, Any]:
+        return self._rows.get(pk, {})
+
+    def put(self, pk: Any, metadata: dict[str, Any]) -> None:
+        """Replace ``pk``'s metadata (an empty dict stores nothing)."""
+        self.remove(pk)
+        if not metadata:
+            return
+        self._rows[pk] = dict(metadata)
+        for col, value in metadata.items():
+            self._postings[col].setdefault(_key(value), set()).add(pk)
+
+    def remove(self, pk: Any) -> None:
+        old = self._rows.pop(pk, None)
+        if not old:
+            return
+        for col, value in old.items():
+            bucket = self._postings[col].get(_key(value))
+            if bucket is not None:
+                bucket.discard(pk)
+                if not bucket:
+                    del self._postings[col][_key(value)]
+
+    def match(self, where: dict[str, tuple[Any, ...]]) -> set[Any]:
+        """Ids whose metadata satisfies every ``column IN values`` condition (``where`` non-empty)."""
+        result: Optional[set[Any]] = None
+        for col, values in sorted(where.items(), key=lambda kv: len(kv[1])):
+            postings = self._postings[col]
+            found: set[Any] = set()
+            for v in values:
+                found |= postings.get(_key(v), set())
+            result = found if result is None else result & found
+            if not result:
+                return set()
+        return result if result is not None else set()
+
+    def clear(self) -> None:
+        self._rows.clear()
+        self._postings = {c: {} for c in self._columns}
+
+    def items(self) -> Iterator[tuple[Any, dict[str, Any]]]:
+        return iter(self._rows.items())
