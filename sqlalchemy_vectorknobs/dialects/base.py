@@ -132,6 +132,47 @@ class DialectSupport(Protocol):
         """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""
 
 
+def install_statement_hook(engine: Engine, before: Callable[[Connection, Any], bool], after: Callable[[Connection], None]) -> None:
+    """Call ``before(connection, execution_options)`` ahead of every statement that carries
+    ``vector_search`` knobs, and ``after(connection)`` once it ran when ``before`` returned True.
+
+    This subclasses the engine's execution context (``pre_exec`` / ``post_exec``, the hooks
+    dialects themselves use) instead of listening to ``before_execute``: an engine with execute
+    listeners pays for SQLAlchemy's event path on every statement, vector or not, while this
+    costs one dictionary lookup. Statements the hook itself runs are not hooked again.
+    """
+    dialect = engine.dialect
+    base_cls: Any = dialect.execution_ctx_cls
+
+    def pre_exec(self: Any) -> None:
+        base_cls.pre_exec(self)
+        opts = self.execution_options
+        if "vector_search" not in opts and "vector_search_defaults" not in opts:
+            return
+        conn = self.root_connection
+        if conn.info.get("vk_in_hook"):
+            return
+        conn.info["vk_in_hook"] = True
+        try:
+            self._vk_after = before(conn, opts)
+        finally:
+            conn.info.pop("vk_in_hook", None)
+
+    def post_exec(self: Any) -> None:
+        base_cls.post_exec(self)
+        if getattr(self, "_vk_after", False):
+            self._vk_after = False
+            conn = self.root_connection
+            conn.info["vk_in_hook"] = True
+            try:
+                after(conn)
+            finally:
+                conn.info.pop("vk_in_hook", None)
+
+    name = f"VectorKnobs{base_cls.__name__}"
+    dialect.execution_ctx_cls = type(name, (base_cls,), {"pre_exec": pre_exec, "post_exec": post_exec})
+
+
 def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:
     """Render ``select`` in parentheses inside the statement being compiled (a FROM item)."""
     for key in ("asfrom", "from_linter", "lateral", "enclosing_alias", "within_columns_clause"):

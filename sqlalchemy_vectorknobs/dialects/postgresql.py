@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from .. import codec
 from ..codec import Kind
 from ..exc import ExtensionError
+from .base import install_statement_hook
 from .postgresql_search import PostgreSQLSearch
 
 if TYPE_CHECKING:
@@ -287,8 +288,7 @@ class PostgreSQLSupport(PostgreSQLSearch):
 
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "checkout", on_checkout)
-        event.listen(engine, "before_execute", self.before_execute)
-        event.listen(engine, "after_execute", self.after_execute)
+        install_statement_hook(engine, self.before_statement, self.after_statement)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
         self.ensure_extension(connection)

@@ -125,29 +125,25 @@ class PostgreSQLSearch:
 
         event.listen(engine, "connect", on_connect)
 
-    def before_execute(
-        self, conn: Connection, clauseelement: Any, multiparams: Any, params: Any, execution_options: Any
-    ) -> None:
+    def before_statement(self, conn: Connection, execution_options: Any) -> bool:
         """Apply ``execution_options(vector_search={...})`` with ``SET LOCAL`` before the statement.
 
         Under autocommit there is no transaction for ``SET LOCAL`` to live in, so one is opened
-        here and committed right after the statement (``after_execute``).
+        here; returning True has it committed right after the statement (``after_statement``).
         """
-        if "vector_search" not in execution_options and "vector_search_defaults" not in execution_options:
-            return
         from ..query import statement_settings
 
         settings = statement_settings(execution_options)
         if not settings:
-            return
-        if getattr(conn.connection.dbapi_connection, "autocommit", False) and not conn.info.get("vk_knob_txn"):
+            return False
+        opened = bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
+        if opened:
             conn.exec_driver_sql("BEGIN")
-            conn.info["vk_knob_txn"] = True
         self.apply_search_settings(conn, settings)
+        return opened
 
-    def after_execute(self, conn: Connection, clauseelement: Any, *args: Any) -> None:
-        if conn.info.pop("vk_knob_txn", False):
-            conn.exec_driver_sql("COMMIT")
+    def after_statement(self, conn: Connection) -> None:
+        conn.exec_driver_sql("COMMIT")
 
     def check_vector_index(self, index: Any) -> None:
         opts = index.vector_options

@@ -23,6 +23,7 @@ from .. import codec
 from .._optional import require
 from ..codec import Kind, source_hash
 from ..exc import MissingDependencyError, UnsupportedDialectError
+from .base import install_statement_hook
 from .sqlite_search import SQLiteSearch, _vec0_tables, parse_vec0
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ class SQLiteSupport(SQLiteSearch):
             load_sqlite_vec(dbapi_conn)
 
         event.listen(engine, "connect", on_connect)
-        event.listen(engine, "before_execute", self.before_execute)
+        install_statement_hook(engine, self.before_statement, lambda conn: None)
         self.hide_vec0_tables(engine)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:

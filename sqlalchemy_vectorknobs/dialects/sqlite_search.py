@@ -283,14 +283,12 @@ class SQLiteSearch:
     def set_connection_defaults(self, engine: Engine, settings: dict[str, Any]) -> None:
         return None  # validated by the plugin; vec0 has nothing to tune
 
-    def before_execute(
-        self, conn: Connection, clauseelement: Any, multiparams: Any, params: Any, execution_options: Any
-    ) -> None:
+    def before_statement(self, conn: Connection, execution_options: Any) -> bool:
         """Knobs are still validated, so a bad one fails the same way on every dialect."""
-        if "vector_search" in execution_options:
-            from ..query import statement_settings
+        from ..query import statement_settings
 
-            statement_settings(execution_options)
+        statement_settings(execution_options)
+        return False
 
     def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
         return {}

@@ -169,6 +169,14 @@ class EmbeddedColumn:
             return ""
         return self.template.format(**{k: ("" if v is None else v) for k, v in zip(self.source, values)})
 
+    def text_and_hash(self, values: Sequence[Any]) -> tuple[str, str]:
+        """(text to embed, stored hash) for one row's source values, joining them only once."""
+        joined = codec.source_text(values)
+        digest = hashlib.sha256(joined.encode("utf-8")).hexdigest()
+        if self.template is None or joined == "":
+            return joined, digest
+        return self.text(values), digest
+
     def source_hash_sql(self, columns: Optional[Sequence[Any]] = None) -> SourceHash:
         """The SQL expression computing the stored hash from the row's current source values."""
         return SourceHash(*(columns if columns is not None else self.source_columns))

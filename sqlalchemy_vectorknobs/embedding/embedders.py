@@ -18,7 +18,6 @@ import importlib.util
 import inspect
 import json
 import os
-import re
 import threading
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, runtime_checkable
@@ -86,16 +85,50 @@ def check_embeddings(embedder: Any, out: Any, count: int, dim: Optional[int]) ->
 
 # --------------------------------------------------------------------------------------- hashing
 
-_TOKEN = re.compile(r"\w+", re.UNICODE)
+# Bytes that belong to a token: ASCII letters (after lower-casing), digits, underscore, and every
+# byte of a multi-byte UTF-8 character (so accented and non-Latin words stay whole).
+_WORD = np.zeros(256, dtype=bool)
+_WORD[list(b"abcdefghijklmnopqrstuvwxyz0123456789_")] = True
+_WORD[128:] = True
+_P = np.uint64(0x100000001B3)
+_MIX1, _MIX2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_EMPTY_TOKEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+_CHUNK_BYTES = 1 << 18  # texts are hashed in chunks of about this many bytes (bounded memory)
+
+
+def _power_table(base: int, count: int) -> np.ndarray:
+    """``[1, base, base**2, ...]`` (``count`` terms) modulo 2**64."""
+    out = np.empty(count, dtype=np.uint64)
+    out[0] = 1
+    with np.errstate(over="ignore"):
+        out[1:] = np.cumprod(np.full(count - 1, base, dtype=np.uint64), dtype=np.uint64)
+    return out
+
+
+_POWERS: list[np.ndarray] = []  # [P**i, P**-i] for i below the largest chunk seen so far
+
+
+def _powers(count: int) -> tuple[np.ndarray, np.ndarray]:
+    if _POWERS and len(_POWERS[0]) >= count:
+        return _POWERS[0], _POWERS[1]
+    size = max(count, 4096)
+    tables = [_power_table(int(_P), size), _power_table(pow(int(_P), -1, 2**64), size)]
+    if size <= 2 * _CHUNK_BYTES:  # one very long text gets its own tables, not kept
+        _POWERS[:] = tables
+    return tables[0], tables[1]
 
 
 class HashingEmbedder:
     """Deterministic bag-of-words feature hashing: dependency-free, fast, stable across processes.
 
-    Each lower-cased word token is hashed (BLAKE2b keyed by ``seed``) to one of ``dim`` buckets
-    and a sign; the counts are L2-normalised. Texts sharing words get close vectors, which is
-    enough for tests, demos and wiring checks; it carries no meaning beyond word overlap. A text
-    with no word characters maps to one fixed unit vector.
+    A token is a maximal run of letters, digits, underscores and non-ASCII characters of the
+    lower-cased UTF-8 text. Each token is hashed (a polynomial hash over its bytes, mixed with
+    ``seed``) to one of ``dim`` buckets and a sign; the signed counts are L2-normalised. Texts
+    sharing words get close vectors, which is enough for tests, demos and wiring checks; it
+    carries no meaning beyond word overlap. A text with no token maps to one fixed unit vector.
+    The whole batch is hashed in a few numpy passes (no Python loop per token).
     """
 
     def __init__(self, dim: int, seed: int = 0, *, version: str = "1") -> None:
@@ -104,8 +137,7 @@ class HashingEmbedder:
         self._dim = dim
         self.seed = int(seed)
         self._version = str(version)
-        self._key = self.seed.to_bytes(8, "little", signed=True)
-        self._cache: dict[str, int] = {}
+        self._seed_mix = np.uint64((self.seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) % 2**64)
 
     @property
     def name(self) -> str:
@@ -122,35 +154,54 @@ class HashingEmbedder:
     def __repr__(self) -> str:
         return f"HashingEmbedder({self._dim}, seed={self.seed}, version={self._version!r})"
 
-    def _slot(self, token: str) -> int:
-        """Bucket * 2 + sign bit of ``token`` (cached; the cache is bounded)."""
-        slot = self._cache.get(token)
-        if slot is None:
-            h = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8, key=self._key).digest(), "little")
-            slot = (h % self._dim) * 2 + (h >> 63)
-            if len(self._cache) < 1_000_000:
-                self._cache[token] = slot
-        return slot
+    def _mix(self, h: np.ndarray) -> np.ndarray:
+        h = h ^ self._seed_mix
+        h = (h ^ (h >> np.uint64(30))) * _MIX1
+        h = (h ^ (h >> np.uint64(27))) * _MIX2
+        return h ^ (h >> np.uint64(31))
 
     def embed(self, texts: Sequence[str]) -> F32:
-        rows: list[int] = []
-        slots: list[int] = []
-        slot = self._slot
-        for i, text in enumerate(texts):
-            tokens = _TOKEN.findall(text.lower()) or ["\x00"]
-            rows.extend([i] * len(tokens))
-            slots.extend(slot(t) for t in tokens)
-        n, d = len(texts), self._dim
-        s = np.asarray(slots, dtype=np.int64)
-        flat = np.asarray(rows, dtype=np.int64) * d + (s >> 1)
-        weights = np.where(s & 1, -1.0, 1.0)
-        out = np.bincount(flat, weights=weights, minlength=n * d).reshape(n, d)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        zero = norms[:, 0] == 0  # every token cancelled out: fall back to the empty-text vector
-        if zero.any():
-            out[zero, self._slot("\x00") >> 1] = 1.0
-            norms[zero] = 1.0
-        return (out / norms).astype(np.float32)
+        d = self._dim
+        encoded = [t.lower().encode("utf-8") for t in texts]
+        out = np.empty((len(encoded), d), dtype=np.float32)
+        start = 0
+        while start < len(encoded):  # chunks of about _CHUNK_BYTES keep the work arrays small
+            stop, size = start, 0
+            while stop < len(encoded) and (stop == start or size + len(encoded[stop]) < _CHUNK_BYTES):
+                size += len(encoded[stop]) + 1
+                stop += 1
+            out[start:stop] = self._embed_bytes(encoded[start:stop])
+            start = stop
+        return out
+
+    def _embed_bytes(self, encoded: list[bytes]) -> F32:
+        n, d = len(encoded), self._dim
+        buf = np.frombuffer(b" ".join(encoded) + b" ", dtype=np.uint8)
+        padded = np.zeros(len(buf) + 1, dtype=bool)
+        padded[1:] = _WORD[buf]
+        change = np.flatnonzero(padded[1:] != padded[:-1])  # the buffer ends with a space: pairs
+        starts, ends = change[0::2], change[1::2]
+        powers, inverse = _powers(len(buf) + 1)
+        with np.errstate(over="ignore"):
+            # Polynomial hash of each token, position-independent: (C[end] - C[start]) * P**-start
+            # where C is the running sum of byte * P**position over the whole buffer.
+            prefix = np.empty(len(buf) + 1, dtype=np.uint64)
+            prefix[0] = 0
+            np.cumsum(buf * powers[: len(buf)], dtype=np.uint64, out=prefix[1:])
+            h = self._mix((prefix[ends] - prefix[starts]) * inverse[starts])
+            fill = int(self._mix(np.array([_EMPTY_TOKEN], dtype=np.uint64))[0] % np.uint64(d))
+        text_ends = np.cumsum([len(e) + 1 for e in encoded])
+        rows = np.searchsorted(text_ends, starts, side="right")
+        signs = 1.0 - 2.0 * (h >> np.uint64(63)).astype(np.float64)
+        slots = rows * d + (h % np.uint64(d)).astype(np.int64)
+        counts = np.asarray(np.bincount(slots, weights=signs, minlength=n * d), dtype=np.float64).reshape(n, d)
+        norms = np.sqrt(np.einsum("ij,ij->i", counts, counts))
+        empty = norms == 0  # no token, or every token cancelled out: one fixed vector
+        counts[empty] = 0.0
+        counts[empty, fill] = 1.0
+        norms[empty] = 1.0
+        counts /= norms[:, None]
+        return counts.astype(np.float32)
 
 
 # ------------------------------------------------------------------------ sentence-transformers
@@ -263,9 +314,12 @@ class SentenceTransformerEmbedder:
                     package="sentence-transformers",
                 )
                 self._model = st.SentenceTransformer(str(self.path), device=self.device)
-                getter = getattr(self._model, "get_sentence_embedding_dimension", None)
-                if getter is not None and getter() is not None:
-                    self._dim = int(getter())
+                getter = getattr(self._model, "get_embedding_dimension", None) or getattr(
+                    self._model, "get_sentence_embedding_dimension", None
+                )
+                width = getter() if getter is not None else None
+                if width is not None:
+                    self._dim = int(width)
             return self._model
 
     def embed(self, texts: Sequence[str]) -> F32:

@@ -30,7 +30,6 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
-from .. import codec
 from ..exc import DimensionMismatchError, EmbeddingError
 from .column import EmbeddedColumn, specs_of
 
@@ -46,7 +45,7 @@ except ImportError:  # pragma: no cover
         return False
 
 
-__all__ = ["install", "call_embedder", "Plan", "plans_for", "embed_rows", "row_writer"]
+__all__ = ["install", "uninstall", "call_embedder", "Plan", "plans_for", "embed_rows", "row_writer"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.embedding")
 _installed = False
@@ -61,6 +60,17 @@ def install() -> None:
     event.listen(Session, "do_orm_execute", _do_orm_execute)
     event.listen(Mapper, "mapper_configured", _check_mapper)
     _installed = True
+
+
+def uninstall() -> None:
+    """Detach the listeners again (embedded columns then stop syncing until :func:`install`)."""
+    global _installed
+    if not _installed:
+        return
+    event.remove(Session, "before_flush", _before_flush)
+    event.remove(Session, "do_orm_execute", _do_orm_execute)
+    event.remove(Mapper, "mapper_configured", _check_mapper)
+    _installed = False
 
 
 # ------------------------------------------------------------------------------ per mapper plan
@@ -130,9 +140,9 @@ def codec_check(embedder: Any, out: Any, count: int, dim: Optional[int]) -> np.n
     return check_embeddings(embedder, out, count, dim)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
-    plan_or_spec: EmbeddedColumn
+    spec: Any  # an EmbeddedColumn, or one seen with another embedder (_SpecWithEmbedder)
     text: str
     hash: str
     target: Any  # an InstanceState, or a parameter dict
@@ -147,10 +157,10 @@ def embed_jobs(jobs: list[_Job]) -> tuple[list[tuple[_Job, Optional[np.ndarray]]
         if job.text == "":
             done.append((job, None))  # nothing to embed: no vector, and the row is up to date
             continue
-        spec = job.plan_or_spec
+        spec = job.spec
         groups.setdefault((id(spec.embedder), spec.batch_size), []).append(job)
     for (_, size), group in groups.items():
-        spec = group[0].plan_or_spec
+        spec = group[0].spec
         for start in range(0, len(group), size):
             chunk = group[start : start + size]
             try:
@@ -169,9 +179,9 @@ def handle_failures(failed: list[tuple[_Job, BaseException]], what: str) -> None
     if not failed:
         return
     err = failed[0][1]
-    raising = [j for j, _ in failed if j.plan_or_spec.on_error == "raise"]
+    raising = [j for j, _ in failed if j.spec.on_error == "raise"]
     if raising:
-        spec = raising[0].plan_or_spec
+        spec = raising[0].spec
         raise EmbeddingError(
             f"Embedder '{spec.embedder.name}' failed on {len(raising)} row(s) of '{spec.qualified_name}' "
             f"during {what} ({type(err).__name__}: {err}); nothing was written."
@@ -208,24 +218,34 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         return
     done, failed = embed_jobs(jobs)
     handle_failures(failed, "flush")
+    fingerprints: dict[int, str] = {}
     for job, vector in done:
         state, plan = job.target
-        obj = state.obj()
-        setattr(obj, plan.vector_key, vector)
-        setattr(obj, plan.hash_key, job.hash)
-        setattr(obj, plan.model_key, plan.spec.fingerprint)
+        fp = fingerprints.get(id(plan))
+        if fp is None:
+            fp = fingerprints[id(plan)] = plan.spec.fingerprint
+        if state.key is None:
+            # A pending row is inserted from its instance dict: no attribute events needed.
+            d = state.dict
+            d[plan.vector_key] = vector
+            d[plan.hash_key] = job.hash
+            d[plan.model_key] = fp
+        else:
+            obj = state.obj()
+            setattr(obj, plan.vector_key, vector)
+            setattr(obj, plan.hash_key, job.hash)
+            setattr(obj, plan.model_key, fp)
 
 
 def _new_row(plan: Plan, state: Any) -> Optional[_Job]:
     d = state.dict
     if d.get(plan.vector_key) is not None:
         return None  # a vector set by hand is kept as given (stale() lists it unless model/hash are set)
-    values = [d.get(k) for k in plan.source_keys]
-    h = codec.source_hash(*values)
-    text = plan.spec.text(values)
-    if plan.spec.mode == "deferred" and text:
+    spec = plan.spec
+    text, h = spec.text_and_hash([d.get(k) for k in plan.source_keys])
+    if text and spec.mode == "deferred":
         return None  # left for backfill / Vectorizer: no model, no hash, so stale()
-    return _Job(plan.spec, text, h, (state, plan))
+    return _Job(spec, text, h, (state, plan))
 
 
 def _changed_row(plan: Plan, state: Any) -> Optional[_Job]:
@@ -236,10 +256,9 @@ def _changed_row(plan: Plan, state: Any) -> Optional[_Job]:
         return None
     obj = state.obj()
     values = [getattr(obj, k) for k in plan.source_keys]  # loads expired/deferred sources if needed
-    h = codec.source_hash(*values)
+    text, h = plan.spec.text_and_hash(values)
     if getattr(obj, plan.hash_key) == h:
         return None  # same text as stored (same-value assignment)
-    text = plan.spec.text(values)
     if plan.spec.mode == "deferred" and text:
         return None  # the stored hash no longer matches the text: stale() lists the row
     return _Job(plan.spec, text, h, (state, plan))
@@ -290,13 +309,13 @@ def _bulk_insert(orm_state: ORMExecuteState, specs: list[EmbeddedColumn]) -> Any
             for row, out in zip(rows, new):
                 if row.get(vk_) is not None:
                     continue
-                values = [row.get(k) for k in sk]
-                jobs.append(_Job(spec, spec.text(values), codec.source_hash(*values), (out, vk_, hk, mk)))
+                text, h = spec.text_and_hash([row.get(k) for k in sk])
+                jobs.append(_Job(spec, text, h, (out, vk_, hk, mk)))
         done, failed = embed_jobs(jobs)
         handle_failures(failed, "a bulk INSERT")
         for job, vector in done:
             out, vk_, hk, mk = job.target
-            out.update({vk_: vector, hk: job.hash, mk: job.plan_or_spec.fingerprint})
+            out.update({vk_: vector, hk: job.hash, mk: job.spec.fingerprint})
         if not any(new):
             return None
         # Every row needs the same keys (executemany); rows with a failed or hand-set vector keep theirs.
@@ -316,13 +335,13 @@ def _bulk_insert(orm_state: ORMExecuteState, specs: list[EmbeddedColumn]) -> Any
         literal = [given.get(k) for k in sk]
         if not all(v is None or (isinstance(v, BindParameter) and v.callable is None) for v in literal):
             continue  # a SQL expression as source: cannot be read in Python, the row stays stale
-        src = [None if v is None else v.value for v in literal]
-        jobs.append(_Job(spec, spec.text(src), codec.source_hash(*src), (extra, vk_, hk, mk)))
+        text, h = spec.text_and_hash([None if v is None else v.value for v in literal])
+        jobs.append(_Job(spec, text, h, (extra, vk_, hk, mk)))
     done, failed = embed_jobs(jobs)
     handle_failures(failed, "an INSERT")
     for job, vector in done:
         out, vk_, hk, mk = job.target
-        out.update({vk_: vector, hk: job.hash, mk: job.plan_or_spec.fingerprint})
+        out.update({vk_: vector, hk: job.hash, mk: job.spec.fingerprint})
     if not extra:
         return None
     return orm_state.invoke_statement(statement=stmt.values(**extra))
@@ -429,10 +448,10 @@ def embed_rows(
             chunk = list(pks[start : start + _CHUNK])
             rows.extend(conn.execute(sa.select(*cols).where(spec.primary_key.in_(chunk))).all())
     view = _SpecWithEmbedder(spec, embedder)
-    jobs = [
-        _Job(view, view.text(list(r[1:])), codec.source_hash(*r[1:]), r[0])  # type: ignore[arg-type]
-        for r in rows
-    ]
+    jobs = []
+    for r in rows:
+        text, digest = view.text_and_hash(list(r[1:]))
+        jobs.append(_Job(view, text, digest, r[0]))
     done, failed = embed_jobs(jobs)
     if done:
         conn.execute(
