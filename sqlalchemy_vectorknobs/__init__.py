@@ -36,6 +36,8 @@ from .engine import create_async_engine, create_engine
 from .exc import (
     DimensionMismatchError,
     EmbeddingError,
+    InvalidMirrorError,
+    MirrorError,
     ExtensionError,
     IncompatibleOperatorError,
     InvalidDistanceError,
@@ -48,6 +50,7 @@ from .exc import (
     VectorTypeError,
 )
 from .index import VectorIndex, VectorIndexOptions
+from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
 from .query import ExplainResult, explain, nearest, search_settings
 from .types import BitVector, HalfVector, SparseVector, Vector, VectorType
@@ -103,4 +106,11 @@ __all__ = [
     "reembed",
     "ReembedJob",
     "Vectorizer",
+    "Mirror",
+    "MemoryMirror",
+    "FaissMirror",
+    "ChromaMirror",
+    "ElasticsearchMirror",
+    "MirrorError",
+    "InvalidMirrorError",
 ]

@@ -28,6 +28,8 @@ __all__ = [
     "MissingDependencyError",
     "ExtensionError",
     "EmbeddingError",
+    "MirrorError",
+    "InvalidMirrorError",
 ]
 
 
@@ -77,3 +79,11 @@ class ExtensionError(VectorKnobsError, RuntimeError):
 
 class EmbeddingError(VectorKnobsError, RuntimeError):
     """An embedder failed or returned something unusable; under ``on_error="raise"`` nothing is written."""
+
+
+class MirrorError(VectorKnobsError, RuntimeError):
+    """A mirror backend failed: unreachable server, rejected write, unreadable or corrupt file."""
+
+
+class InvalidMirrorError(VectorKnobsError, ValueError):
+    """A mirror was configured or called with something it cannot use (column, key, metadata, filter)."""

@@ -51,7 +51,7 @@ import sqlalchemy as sa
 
 from ..codec import Kind, check_dense
 from ..distance import Distance
-from ..exc import VectorKnobsError
+from ..exc import InvalidMirrorError, MirrorError
 from ..types import VectorType
 
 __all__ = [
@@ -70,14 +70,6 @@ Where = Mapping[str, Any]
 SUPPORTED_DISTANCES = (Distance.COSINE, Distance.L2, Distance.INNER_PRODUCT)
 #: Highest version a mirror accepts (Elasticsearch's external versions are signed 64-bit).
 MAX_VERSION = 2**63 - 2
-
-
-class MirrorError(VectorKnobsError, RuntimeError):
-    """A mirror backend failed: unreachable server, rejected write, unreadable or corrupt file."""
-
-
-class InvalidMirrorError(VectorKnobsError, ValueError):
-    """A mirror was configured or called with something it cannot use (column, key, metadata, filter)."""
 
 
 @runtime_checkable
