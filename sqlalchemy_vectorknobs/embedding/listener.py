@@ -18,7 +18,6 @@ never blocked by a model.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
@@ -30,20 +29,9 @@ from sqlalchemy.orm import Mapper, ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
+from .._blocking import run_blocking
 from ..exc import DimensionMismatchError, EmbeddingError
 from .column import EmbeddedColumn, specs_of
-
-try:  # SQLAlchemy 2.1
-    from sqlalchemy.util.concurrency import await_ as _await
-except ImportError:  # pragma: no cover - SQLAlchemy 2.0
-    from sqlalchemy.util.concurrency import await_only as _await
-try:
-    from sqlalchemy.util.concurrency import in_greenlet as _in_greenlet
-except ImportError:  # pragma: no cover
-
-    def _in_greenlet() -> bool:
-        return False
-
 
 __all__ = ["install", "uninstall", "call_embedder", "Plan", "plans_for", "embed_rows", "row_writer"]
 
@@ -125,12 +113,8 @@ def _check_mapper(mapper: Any, class_: Any) -> None:
 
 def call_embedder(embedder: Any, texts: list[str], dim: Optional[int]) -> np.ndarray:
     """Embed ``texts``; under an async session, await the model instead of blocking the loop."""
-    if _in_greenlet():
-        aembed = getattr(embedder, "aembed", None)
-        coro = aembed(texts) if aembed is not None else asyncio.to_thread(embedder.embed, texts)
-        out = _await(coro)
-    else:
-        out = embedder.embed(texts)
+    aembed = getattr(embedder, "aembed", None)
+    out = run_blocking(embedder.embed, texts, awaitable_factory=(lambda: aembed(texts)) if aembed is not None else None)
     return codec_check(embedder, out, len(texts), dim)
 
 

@@ -1,0 +1,39 @@
+"""Running blocking work (a model, a mirror's I/O) from code that SQLAlchemy may call under asyncio.
+
+An ``AsyncSession`` runs flushes and session events inside a greenlet; calling a slow function
+there would stall the event loop. :func:`run_blocking` detects that case and awaits the function
+in a worker thread instead (or awaits ``awaitable_factory()`` when one is given); in ordinary
+synchronous code it simply calls the function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+try:  # SQLAlchemy 2.1
+    from sqlalchemy.util.concurrency import await_ as _await
+except ImportError:  # pragma: no cover - SQLAlchemy 2.0
+    from sqlalchemy.util.concurrency import await_only as _await
+try:
+    from sqlalchemy.util.concurrency import in_greenlet
+except ImportError:  # pragma: no cover
+
+    def in_greenlet() -> bool:
+        return False
+
+
+__all__ = ["run_blocking", "in_greenlet"]
+
+T = TypeVar("T")
+
+
+def run_blocking(
+    fn: Callable[..., T], *args: Any, awaitable_factory: Optional[Callable[[], Awaitable[T]]] = None
+) -> T:
+    """``fn(*args)``, or under an async session the same without blocking the event loop."""
+    if in_greenlet():
+        if awaitable_factory is not None:
+            return _await(awaitable_factory())
+        return _await(asyncio.to_thread(fn, *args))
+    return fn(*args)
