@@ -164,7 +164,10 @@ def bench_plain(plain: sa.Engine, attached: sa.Engine, n: int, repeats: int) -> 
 
         return go
 
-    runs: dict[str, list[float]] = {k: [] for k in ("insert off", "insert on", "select off", "select on")}
+    def noop(state: Any) -> None:
+        return None
+
+    runs: dict[str, list[float]] = {k: [] for k in ("insert off", "insert on", "select off", "select on", "select noop")}
     for round_, name in alternating(list(runs), repeats):
         on = name.endswith("on")
         engine = attached if on else plain
@@ -172,11 +175,17 @@ def bench_plain(plain: sa.Engine, attached: sa.Engine, n: int, repeats: int) -> 
             listener.install()
         else:
             listener.uninstall()
+        # "noop": plain SQLAlchemy plus a do_orm_execute listener that does nothing, to show
+        # what SQLAlchemy itself charges once any such listener exists.
+        if name.endswith("noop"):
+            sa.event.listen(Session, "do_orm_execute", noop)
         if name.startswith("insert"):
             reset(engine, Plain.__table__)
             took = timed(inserts(engine))
         else:
             took = timed(selects(engine))
+        if sa.event.contains(Session, "do_orm_execute", noop):
+            sa.event.remove(Session, "do_orm_execute", noop)
         if round_:
             runs[name].append(took / n * 1e6)
     listener.install()
@@ -206,6 +215,9 @@ def report(dialect: str, flush: tuple[Stat, Stat], check: tuple[Stat, Stat], pla
         r = plain[f"{what} on"].median / plain[f"{what} off"].median
         rows += [(f"{what}, plugin attached", plain[f"{what} on"], f"{r:.3f}x"), (f"{what}, plain SQLAlchemy", plain[f"{what} off"], "1.000x")]
         out.append(f"{dialect}: model without vectors, {what} loop {100 * (r - 1):+.1f} % ({verdict(r <= 1.03)})")
+    r = plain["select noop"].median / plain["select off"].median
+    rows.append(("select, plain + no-op do_orm_execute", plain["select noop"], f"{r:.3f}x"))
+    out.append(f"{dialect}:   of which SQLAlchemy's do_orm_execute dispatch alone: {100 * (r - 1):+.1f} %")
     print_table(f"[{dialect}] 3. model without vector columns (µs per row)", "µs", rows, note="target <= 3 % overhead")
     return out
 

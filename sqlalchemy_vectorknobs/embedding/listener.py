@@ -132,8 +132,11 @@ class _Job:
     target: Any  # an InstanceState, or a parameter dict
 
 
-def embed_jobs(jobs: list[_Job]) -> tuple[list[tuple[_Job, Optional[np.ndarray]]], list[tuple[_Job, BaseException]]]:
-    """Embed jobs grouped by (embedder, batch size), one call per batch; (done, failed)."""
+def embed_jobs(jobs: list[_Job], batch_size: Optional[int] = None) -> tuple[list[tuple[_Job, Optional[np.ndarray]]], list[tuple[_Job, BaseException]]]:
+    """Embed jobs grouped by (embedder, batch size), one call per batch; (done, failed).
+
+    ``batch_size`` overrides the columns' own (a backfill batch is embedded in one call).
+    """
     done: list[tuple[_Job, Optional[np.ndarray]]] = []
     failed: list[tuple[_Job, BaseException]] = []
     groups: dict[tuple[int, int], list[_Job]] = {}
@@ -142,7 +145,7 @@ def embed_jobs(jobs: list[_Job]) -> tuple[list[tuple[_Job, Optional[np.ndarray]]
             done.append((job, None))  # nothing to embed: no vector, and the row is up to date
             continue
         spec = job.spec
-        groups.setdefault((id(spec.embedder), spec.batch_size), []).append(job)
+        groups.setdefault((id(spec.embedder), batch_size or spec.batch_size), []).append(job)
     for (_, size), group in groups.items():
         spec = group[0].spec
         for start in range(0, len(group), size):
@@ -262,6 +265,8 @@ def _key_of(key: Any) -> str:
 
 
 def _do_orm_execute(orm_state: ORMExecuteState) -> Any:
+    if not orm_state.statement.is_dml:  # every SELECT passes here: keep this test cheap
+        return None
     if not (orm_state.is_insert or orm_state.is_update):
         return None
     table, specs = _statement_specs(orm_state)
@@ -415,6 +420,7 @@ def embed_rows(
     embedder: Any = None,
     names: Optional[tuple[str, str, str]] = None,
     rows: Optional[Sequence[Sequence[Any]]] = None,
+    batch_size: Optional[int] = None,
 ) -> list[tuple[_Job, BaseException]]:
     """Embed rows (by primary key) from their current text and write them; return the failures.
 
@@ -436,7 +442,7 @@ def embed_rows(
     for r in rows:
         text, digest = view.text_and_hash(list(r[1:]))
         jobs.append(_Job(view, text, digest, r[0]))
-    done, failed = embed_jobs(jobs)
+    done, failed = embed_jobs(jobs, batch_size)
     if done:
         conn.execute(
             row_writer(spec, names),

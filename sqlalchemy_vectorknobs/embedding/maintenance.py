@@ -176,7 +176,9 @@ def _run(
     try:
         for rows in _keyset_batches(session, spec, condition, batch_size):
             try:
-                failed = embed_rows(session.connection(), spec, [], embedder=embedder, names=names, rows=rows)
+                failed = embed_rows(
+                    session.connection(), spec, [], embedder=embedder, names=names, rows=rows, batch_size=batch_size
+                )
                 if failed:
                     raise failed[0][1]
                 if commit:
@@ -438,7 +440,7 @@ class Vectorizer:
             for spec in self.specs:
                 cond = _condition(spec, _names(spec), spec.fingerprint)
                 for rows in _keyset_batches(session, spec, cond, self.batch_size or spec.batch_size, exclude=self._excluded):
-                    failed = embed_rows(session.connection(), spec, [], rows=rows)
+                    failed = embed_rows(session.connection(), spec, [], rows=rows, batch_size=len(rows))
                     if not failed:
                         session.commit()
                         done += len(rows)

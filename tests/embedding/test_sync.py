@@ -414,3 +414,14 @@ def test_native_async_session_flow(async_backend: Backend) -> None:
     assert env.aio(go) == 20
     assert emb.calls == 3 + 1 + 3
     assert env.orm(lambda s: drift(s, Doc, emb)) == (set(), set())
+
+
+def test_backfill_shows_a_progress_bar(sqlite_backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
+    emb = Counting()
+    Doc = make_model(emb, mode="deferred")
+    sqlite_backend.create(Doc.metadata)
+    _seed(sqlite_backend, Doc, 30)
+    report = sqlite_backend.orm(lambda s: vk.backfill(s, Doc, batch_size=10, progress=True))
+    err = capsys.readouterr().err
+    assert report.embedded == 30 and report.batches == 3
+    assert f"backfill {Doc.__table__.name}.embedding" in err and "30/30" in err
