@@ -35,6 +35,7 @@ bench: $(VENV)/.stamp-test
 	$(BIN)/python -m pip install -q faiss-cpu
 	$(BIN)/python benchmarks/bench_transport.py
 	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_embedding.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache *.egg-info
