@@ -162,6 +162,52 @@ def test_bulk_load_100k_reads_back_equal(backend: Backend, big: np.ndarray) -> N
         backend.run(md.drop_all)
 
 
+@pytest.mark.parametrize("nulls", [False, True])
+def test_bulk_load_fixed_width_rows_read_back_equal(
+    backend: Backend, big: np.ndarray, nulls: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All-number rows take PostgreSQL's numpy-built COPY stream; a NULL takes the general path."""
+    from sqlalchemy_vectorknobs.dialects import postgresql as pg
+
+    streams: list[bool] = []
+    real = pg._copy_binary_chunks
+    monkeypatch.setattr(pg, "_copy_binary_chunks", lambda *a: streams.append(real(*a) is not None) or real(*a))
+    md = sa.MetaData()
+    t = sa.Table(
+        unique("bulkfix"), md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("big", sa.BigInteger), sa.Column("small", sa.SmallInteger),
+        sa.Column("score", sa.Float), sa.Column("weight", sa.REAL),
+        sa.Column("embedding", vk.Vector(DIM)),
+    )
+    backend.run(md.create_all)
+    n = 5_000
+    ids = np.arange(n) - 2_000  # negative keys too
+    bigs = (np.arange(n, dtype=np.int64) - 3) * 3_000_000_007
+    smalls = (np.arange(n) % 60_000 - 30_000).astype(np.int64)
+    scores = np.random.default_rng(3).standard_normal(n)
+    weights = scores.astype(np.float32)
+    small_col: list[object] = [None if nulls and i == 17 else int(v) for i, v in enumerate(smalls)]
+    try:
+        rows = [
+            {"id": int(ids[i]), "big": int(bigs[i]), "small": small_col[i], "score": float(scores[i]),
+             "weight": float(weights[i]), "embedding": big[i]}
+            for i in range(n)
+        ]
+        assert backend.run(lambda c: vk.bulk_load(c, t, rows)) == n
+        if backend.id == "pg-psycopg":
+            assert streams == [not nulls]
+        got = backend.run(lambda c: c.execute(sa.select(t).order_by(t.c.id)).all())
+        assert [r.id for r in got] == ids.tolist()
+        assert [r.big for r in got] == bigs.tolist()
+        assert [r.small for r in got] == small_col
+        assert np.array_equal([r.score for r in got], scores)
+        assert np.array_equal(np.array([r.weight for r in got], dtype=np.float32), weights)
+        np.testing.assert_array_equal(np.stack([r.embedding for r in got]), big[:n])
+    finally:
+        backend.run(md.drop_all)
+
+
 def test_bulk_load_validates_every_row_before_writing(any_backend: Backend) -> None:
     md = sa.MetaData()
     t = make(md)
