@@ -143,6 +143,7 @@ def nearest(
     where: Any = None,
     max_distance: Optional[float] = None,
     candidates: Optional[int] = None,
+    via: Any = None,
 ) -> sa.Select[Any]:
     """A ``Select`` of ``(entity, distance)``: the ``k`` rows nearest to ``query``, nearest first.
 
@@ -155,10 +156,20 @@ def nearest(
         stmt = vk.nearest(Doc.embedding, q, k=5, where=Doc.category == "news")
         for doc, distance in session.execute(stmt):
             ...
+
+    ``via=mirror`` asks a mirror (``vk.FaissMirror``, ...) for the ``k`` nearest keys instead of
+    the database, when ``nearest`` is called, and the statement loads those entities in the
+    mirror's order with the mirror's distances (rows deleted in SQL since drop out). ``where`` may
+    then be a ``{column: value}`` filter on the mirror's metadata columns; a SQL expression there
+    filters the ``k`` results afterwards::
+
+        stmt = vk.nearest(Doc.embedding, q, k=5, via=faiss_mirror, where={"category": "news"})
     """
     col, entity, pk = _resolve(column)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InvalidSearchSettingError(f"vk.nearest k={k!r} is not a positive whole number.")
+    if via is not None:
+        return _nearest_via(via, col, entity, pk, query, k, distance=distance, where=where, max_distance=max_distance)
     metric = Distance.parse(distance) if distance is not None else None
     index = find_index(col, metric)
     if metric is None:
@@ -185,6 +196,57 @@ def nearest(
     needs = _needed_settings(k, where, index)
     if needs:
         stmt = stmt.execution_options(vector_search_defaults=needs)
+    return stmt
+
+
+def _nearest_via(
+    mirror: Any,
+    col: Any,
+    entity: Any,
+    pk: Any,
+    query: Any,
+    k: int,
+    *,
+    distance: Distance | str | None,
+    where: Any,
+    max_distance: Optional[float],
+) -> sa.Select[Any]:
+    """``nearest(..., via=mirror)``: the mirror finds the ``k`` nearest keys, SQL loads the entities.
+
+    The mirror is searched when ``nearest`` is called (not when the statement runs); the statement
+    selects ``(entity, distance)`` for those keys with ``pk IN (...)``, the mirror's distance and
+    rank attached by ``CASE pk WHEN ... THEN ...``, ordered by the mirror's rank. Rows deleted in
+    SQL since the mirror last heard of them simply drop out. ``where`` is a ``{column: value}``
+    (or ``{column: [values]}``) filter on the mirror's metadata columns, passed to its search; a
+    SQL expression there filters the mirror's ``k`` results afterwards, so fewer than ``k`` rows
+    may come back. In async code build the statement with ``await asyncio.to_thread(vk.nearest,
+    ...)`` if the mirror is slow to search.
+    """
+    if getattr(mirror, "column", None) is not col or not callable(getattr(mirror, "search", None)):
+        what = getattr(getattr(mirror, "column", None), "table", None)
+        mirrored = f"'{what.name}.{mirror.column.name}'" if what is not None else f"a {type(mirror).__name__}"
+        raise IncompatibleOperatorError(
+            f"vk.nearest via= got a mirror of {mirrored}; pass a mirror of '{col.table.name}.{col.name}'."
+        )
+    if distance is not None and Distance.parse(distance) is not mirror.distance:
+        raise IncompatibleOperatorError(
+            f"vk.nearest via= mirror '{mirror.name}' ranks by {mirror.distance.value} distance, "
+            f"not {Distance.parse(distance).value}; drop distance= or build the mirror with that distance."
+        )
+    if isinstance(query, ClauseElement):
+        raise IncompatibleOperatorError("vk.nearest via= needs the query vector as a value, not a SQL expression.")
+    mirror_where = where if isinstance(where, dict) else None
+    hits = mirror.search(query, k, where=mirror_where)
+    if max_distance is not None:
+        hits = [(key, d) for key, d in hits if d <= max_distance]
+    if not hits:
+        return sa.select(entity, sa.null().label("distance")).where(sa.false())
+    keys = [key for key, _ in hits]
+    dist = sa.case({key: sa.literal(float(d), sa.Float) for key, d in hits}, value=pk)
+    rank = sa.case({key: i for i, key in enumerate(keys)}, value=pk)
+    stmt = sa.select(entity, sa.type_coerce(dist, sa.Float).label("distance")).where(pk.in_(keys)).order_by(rank)
+    if where is not None and mirror_where is None:
+        stmt = stmt.where(sa.text(where) if isinstance(where, str) else where)
     return stmt
 
 

@@ -1,0 +1,189 @@
+"""Reading the committed rows behind a set of primary keys and writing them to mirrors.
+
+Every path that updates a mirror (the after-commit apply, ``drain``, ``rebuild`` and the repair
+of ``verify``) goes through here, so all of them agree on what a row means for a mirror: a row
+whose vector is not NULL is upserted with its metadata columns; a row that is gone, or whose
+vector is NULL, is deleted from the mirror.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import sqlalchemy as sa
+
+from .._blocking import run_blocking
+from ..exc import InvalidMirrorError
+
+__all__ = [
+    "CHUNK",
+    "Planned",
+    "check_mirrors",
+    "read_rows",
+    "plan_writes",
+    "write",
+    "next_version",
+    "encode_pk",
+    "decode_pk",
+]
+
+#: Primary keys per ``IN (...)`` list (well under SQLite's and PostgreSQL's parameter limits).
+CHUNK = 500
+
+_version_lock = threading.Lock()
+_last_version = 0
+
+
+def next_version() -> int:
+    """A version greater than every one this process handed out before (nanoseconds since the epoch).
+
+    Taken *before* the rows are re-read: a reader that starts later gets a larger version and
+    reads data at least as new, so a slower, older apply can never overwrite a newer one.
+    """
+    global _last_version
+    with _version_lock:
+        _last_version = max(time.time_ns(), _last_version + 1)
+        return _last_version
+
+
+def check_mirrors(mirrors: Any, owner: str) -> list[Any]:
+    """``mirrors`` as a list of mirror objects with distinct names, or :class:`InvalidMirrorError`."""
+    if mirrors is None or isinstance(mirrors, (str, bytes)) or not isinstance(mirrors, Iterable):
+        raise InvalidMirrorError(f"{owner} needs a list of mirrors, got {type(mirrors).__name__}.")
+    out = list(mirrors)
+    needed = ("name", "table", "pk_column", "column", "metadata_columns", "upsert", "delete")
+    seen: set[str] = set()
+    for mirror in out:
+        missing = [attr for attr in needed if not hasattr(mirror, attr)]
+        if missing:
+            raise InvalidMirrorError(
+                f"{owner} got {type(mirror).__name__}, which is not a mirror (it has no {missing[0]!r}); "
+                "pass objects such as vk.MemoryMirror(Doc.embedding)."
+            )
+        if mirror.name in seen:
+            raise InvalidMirrorError(
+                f"{owner} got two mirrors named {mirror.name!r}; give each mirror a distinct name= "
+                "(the outbox routes changes by name)."
+            )
+        seen.add(mirror.name)
+    return out
+
+
+def _columns(table: sa.Table, mirrors: Sequence[Any]) -> list[sa.Column[Any]]:
+    pk = mirrors[0].pk_column
+    cols: dict[str, sa.Column[Any]] = {pk.name: pk}
+    for mirror in mirrors:
+        cols.setdefault(mirror.column.name, mirror.column)
+        for name in mirror.metadata_columns:
+            cols.setdefault(name, table.c[name])
+    return list(cols.values())
+
+
+def read_rows(conn: sa.Connection, mirrors: Sequence[Any], pks: Iterable[Any]) -> dict[Any, Mapping[Any, Any]]:
+    """``{pk: row}`` of the rows of the mirrors' table (all mirrors share it) whose key is in ``pks``.
+
+    Each row maps column names to values (the primary key, every mirror's vector column and
+    metadata columns); keys whose row is gone are absent.
+    """
+    table = mirrors[0].table
+    pk = mirrors[0].pk_column
+    cols = _columns(table, mirrors)
+    keys = list(dict.fromkeys(pks))
+    out: dict[Any, Mapping[Any, Any]] = {}
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        for row in conn.execute(sa.select(*cols).where(pk.in_(chunk))).mappings():
+            out[row[pk.name]] = row
+    return out
+
+
+@dataclass
+class Planned:
+    """The writes one mirror needs so that it matches ``rows`` for ``pks``."""
+
+    upsert_ids: list[Any]
+    vectors: list[Any]
+    metadata: list[dict[str, Any]]
+    upsert_versions: Optional[list[int]]
+    delete_ids: list[Any]
+    delete_versions: Optional[list[int]]
+
+
+def plan_writes(
+    mirror: Any,
+    pks: Iterable[Any],
+    rows: Mapping[Any, Mapping[Any, Any]],
+    versions: Mapping[Any, int] | int | None = None,
+) -> Planned:
+    """Upserts for the keys whose row exists with a vector, deletes for the others.
+
+    ``versions`` is one version per key, one version for all of them, or None (unversioned).
+    """
+    vec_name = mirror.column.name
+    md_names = mirror.metadata_columns
+    versioned = versions is not None
+    plan = Planned([], [], [], [] if versioned else None, [], [] if versioned else None)
+    for pk in dict.fromkeys(pks):
+        row = rows.get(pk)
+        version = versions if isinstance(versions, int) or versions is None else versions[pk]
+        if row is not None and row[vec_name] is not None:
+            plan.upsert_ids.append(pk)
+            plan.vectors.append(row[vec_name])
+            plan.metadata.append({name: row[name] for name in md_names})
+            if plan.upsert_versions is not None and version is not None:
+                plan.upsert_versions.append(version)
+        else:
+            plan.delete_ids.append(pk)
+            if plan.delete_versions is not None and version is not None:
+                plan.delete_versions.append(version)
+    return plan
+
+
+def write(mirror: Any, plan: Planned) -> None:
+    """Send a plan to its mirror; under an ``AsyncSession`` the calls run off the event loop."""
+    if plan.upsert_ids:
+        run_blocking(_upsert, mirror, plan)
+    if plan.delete_ids:
+        run_blocking(_delete, mirror, plan)
+
+
+def _upsert(mirror: Any, plan: Planned) -> None:
+    mirror.upsert(plan.upsert_ids, plan.vectors, plan.metadata, versions=plan.upsert_versions)
+
+
+def _delete(mirror: Any, plan: Planned) -> None:
+    mirror.delete(plan.delete_ids, versions=plan.delete_versions)
+
+
+# ------------------------------------------------------------------------------ outbox keys
+
+
+def pk_kind(column: sa.Column[Any]) -> type:
+    """The Python type of a key column the outbox can store (int, str or uuid.UUID)."""
+    try:
+        py = column.type.python_type
+    except NotImplementedError:
+        py = object
+    for kind in (int, str, uuid.UUID):
+        if issubclass(py, kind) and not issubclass(py, bool):
+            return kind
+    raise InvalidMirrorError(
+        f"Primary key '{column.table.name}.{column.name}' holds {py.__name__} values; the outbox stores "
+        "integer, string and UUID keys."
+    )
+
+
+def encode_pk(pk: Any) -> str:
+    """A primary key as the JSON text stored in ``vk_outbox.pk``."""
+    return json.dumps(str(pk) if isinstance(pk, uuid.UUID) else pk)
+
+
+def decode_pk(text: str, kind: type) -> Any:
+    """The key :func:`encode_pk` wrote, as a value of the key column's type."""
+    value = json.loads(text)
+    return uuid.UUID(value) if kind is uuid.UUID else kind(value)
