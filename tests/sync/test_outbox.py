@@ -1,0 +1,271 @@
+"""The outbox: rows written in the data's transaction, drained idempotently, retried, dead-lettered, crash-safe."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+import sqlalchemy_vectorknobs as vk
+from sqlalchemy_vectorknobs import sync as vks
+from sqlalchemy_vectorknobs.sync.outbox import version_of
+
+from ..conftest import unique
+from .conftest import Recording, SyncEnv, assert_matches, make_model, memory_mirror, vec
+
+LATER = 10**10  # a `now` after every backoff
+
+
+def test_outbox_rows_follow_the_transaction_and_drain_applies_them(env: SyncEnv) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    other = Recording(vk.MemoryMirror(Doc.embedding, name="other"))
+    env.attach([mirror, other], outbox=True, drain_after_commit=False)
+
+    def rolled_back(s: Session) -> None:
+        s.add(Doc(id=1, embedding=vec(1)))
+        s.flush()
+        s.rollback()
+
+    env.orm(rolled_back)
+    assert env.outbox_rows(mirror) == []
+
+    def committed(s: Session) -> None:
+        s.add_all([Doc(id=i, category="a", embedding=vec(i)) for i in range(1, 6)])
+        s.flush()
+        s.get(Doc, 2).embedding = vec(2, 1)
+        s.delete(s.get(Doc, 3))
+        s.execute(sa.update(Doc).where(Doc.id == 4).values(category="b"))
+        s.commit()
+
+    env.orm(committed)
+    rows = env.outbox_rows(mirror)
+    assert sorted((r.pk, r.op) for r in rows[:5]) == [(str(i), "upsert") for i in range(1, 6)]  # first flush
+    assert sorted((r.pk, r.op) for r in rows[5:7]) == [("2", "upsert"), ("3", "delete")]  # autoflush
+    assert [(r.pk, r.op) for r in rows[7:]] == [("4", "upsert")]  # the bulk UPDATE
+    assert len(env.outbox_rows(other)) == len(rows) - 1  # the category change is not its business
+    assert rows[0].table_name == env.table.name and rows[0].attempts == 0 and not rows[0].dead
+    assert mirror.writes == 0  # nothing applied at commit: a worker drains
+
+    report = env.drain([mirror, other])
+    assert (report.applied, report.failed, report.remaining, report.dead) == (15, 0, 0, [])
+    assert report.ok and "15 applied" in str(report)
+    assert env.outbox_rows(mirror) == [] and env.outbox_rows(other) == []
+    assert_matches(env, mirror)
+    assert other.ids() == mirror.ids()
+    # coalesced: one upsert call per mirror for the batch, each key once with its newest outbox id
+    ((op, ids, versions),) = [c for c in mirror.calls if c[0] == "upsert"]
+    assert sorted(ids) == [1, 2, 4, 5]
+    newest = {int(r.pk): version_of(r.id) for r in rows}
+    assert dict(zip(ids, versions or [])) == {pk: newest[pk] for pk in ids}
+
+
+def test_after_commit_drain_applies_and_acknowledges(env: SyncEnv) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    env.attach([mirror], outbox=True)
+
+    def go(s: Session) -> None:
+        s.add_all([Doc(id=i, category="a", embedding=vec(i)) for i in range(1, 11)])
+        s.commit()
+        s.delete(s.get(Doc, 1))
+        s.execute(sa.update(Doc).where(Doc.id > 8).values(embedding=vec(0, 4)))
+        s.commit()
+
+    env.orm(go)
+    assert env.outbox_rows(mirror) == []
+    assert_matches(env, mirror)
+
+
+def test_a_failed_apply_stays_in_the_outbox_until_a_later_drain(env: SyncEnv) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    mirror.failing = True
+    env.attach([mirror], outbox=True, on_error="raise")
+
+    def go(s: Session) -> None:
+        s.add(Doc(id=1, category="a", embedding=vec(1)))
+        with pytest.raises(vks.MirrorSyncError, match="stay in the outbox") as info:
+            s.commit()
+        assert list(info.value.failures) == [mirror.name]
+
+    before = time.time()
+    env.orm(go)
+    assert set(env.committed()) == {1}
+    (row,) = env.outbox_rows(mirror)
+    assert row.attempts == 1 and "offline" in row.last_error and row.available_at >= before + 0.5 and not row.dead
+
+    mirror.failing = False
+    early = env.drain([mirror], now=before)  # the retry is not due yet
+    assert (early.applied, early.remaining) == (0, 1)
+    report = env.drain([mirror], now=LATER)
+    assert (report.applied, report.remaining) == (1, 0)
+    assert_matches(env, mirror)
+
+
+def test_log_mode_with_outbox_leaves_the_row_for_drain(env: SyncEnv, caplog: pytest.LogCaptureFixture) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    mirror.failing = True
+    env.attach([mirror], outbox=True, on_error="log")
+    env.orm(lambda s: (s.add(Doc(id=1, embedding=vec(1))), s.commit()))
+    assert "stay in the outbox" in caplog.text
+    mirror.failing = False
+    assert env.drain([mirror], now=LATER).applied == 1
+    assert_matches(env, mirror)
+
+
+def test_dead_letter_after_max_attempts(env: SyncEnv) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    mirror.failing = True
+    env.attach([mirror], outbox=True, drain_after_commit=False)
+    env.orm(lambda s: (s.add_all([Doc(id=1, embedding=vec(1)), Doc(id=2, embedding=vec(2))]), s.commit()))
+    for attempt in (1, 2):
+        report = env.drain([mirror], max_attempts=3, now=LATER + attempt)
+        assert (report.failed, report.dead, report.remaining) == (2, [], 2)
+        assert "offline" in str(report.errors[mirror.name])
+    report = env.drain([mirror], max_attempts=3, now=LATER + 3)
+    assert report.failed == 2 and report.remaining == 0
+    assert sorted(d.pk for d in report.dead) == ["1", "2"]
+    assert all(d.attempts == 3 and "offline" in d.last_error and d.mirror == mirror.name for d in report.dead)
+    assert all(r.dead for r in env.outbox_rows(mirror))  # kept, for a human to look at
+    mirror.failing = False
+    mirror.reset()
+    assert env.drain([mirror], now=LATER + 4).applied == 0 and mirror.writes == 0  # dead rows are not retried
+
+
+def test_out_of_order_drains_keep_the_newest_vector(sync_env: SyncEnv) -> None:
+    """Drain A re-reads v1; meanwhile v2 commits and its drain B applies; then A's write arrives late."""
+    env = sync_env
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    env.attach([mirror], outbox=True, drain_after_commit=False)
+    env.orm(lambda s: (s.add(Doc(id=1, category="a", embedding=vec(1, 1))), s.commit()))
+    (first,) = env.outbox_rows(mirror)
+
+    def newer_change_overtakes(op: str, ids: list[Any]) -> None:
+        env.orm(lambda s: (setattr(s.get(Doc, 1), "embedding", vec(1, 2)), s.commit()))
+        (second,) = [r for r in env.outbox_rows(mirror) if r.id != first.id]
+        assert env.drain([mirror], ids=[second.id]).applied == 1
+
+    mirror.before_write = newer_change_overtakes
+    report = env.drain([mirror], ids=[first.id])
+    assert report.applied == 1 and env.outbox_rows(mirror) == []
+    (late, early) = [c for c in mirror.calls]
+    assert late[2] == [version_of(first.id)] and early[2] is not None and early[2][0] > version_of(first.id)
+    np.testing.assert_allclose(mirror.get([1])[1], vec(1, 2), atol=1e-6)  # the late v1 was ignored
+    assert_matches(env, mirror)
+
+
+def test_older_outbox_row_drained_last_cannot_resurrect_a_deleted_row(env: SyncEnv) -> None:
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    env.attach([mirror], outbox=True, drain_after_commit=False)
+    env.orm(lambda s: (s.add(Doc(id=1, embedding=vec(1))), s.commit()))
+    env.orm(lambda s: (s.delete(s.get(Doc, 1)), s.commit()))
+    old, new = env.outbox_rows(mirror)
+    assert env.drain([mirror], ids=[new.id]).applied == 1
+    assert env.drain([mirror], ids=[old.id]).applied == 1  # re-reads: the row is gone, version too old
+    assert mirror.ids() == set()
+    mirror.inner.upsert([1], [vec(1)], versions=[version_of(old.id)])  # a stale upsert arriving even later
+    assert mirror.ids() == set()
+
+
+def test_a_mirror_synced_without_the_outbox_can_switch_to_it(sqlite_env: SyncEnv) -> None:
+    env = sqlite_env
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    plain = env.attach([mirror])
+    env.orm(lambda s: (s.add(Doc(id=1, embedding=vec(1))), s.commit()))  # a clock version
+    plain.detach()
+    env.attach([mirror], outbox=True)
+    env.orm(lambda s: (setattr(s.get(Doc, 1), "embedding", vec(1, 1)), s.commit()))
+    assert_matches(env, mirror)  # the outbox version sorts above the clock version
+
+
+def _faiss_ids(path: Path, Doc: Any) -> dict[int, np.ndarray]:
+    with vk.FaissMirror(Doc.embedding, path=path, metadata_columns=["category"]) as m:
+        return m.get(m.ids())
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_crash_between_commit_and_apply_loses_nothing(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'crash.db'}"
+    else:
+        url = request.getfixturevalue("pg_url").set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    table = unique("crash")
+    faiss_path = tmp_path / "doc.vkfaiss"
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("crash_writer.py")), url, str(faiss_path), table],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 17, proc.stdout + proc.stderr
+    assert "first commit applied: 20 vectors" in proc.stdout and "not reached" not in proc.stdout
+
+    Doc = make_model(table)
+    engine = vk.create_engine(url)
+    try:
+        with engine.connect() as c:
+            sql = {r.id: r.embedding for r in c.execute(sa.select(Doc.id, Doc.embedding))}
+        assert set(sql) == set(range(1, 26)) - {6, 7, 8}  # the second commit is durable
+        assert set(_faiss_ids(faiss_path, Doc)) == set(range(1, 21))  # ... and the mirror never heard of it
+
+        with vk.FaissMirror(Doc.embedding, path=faiss_path, metadata_columns=["category"]) as mirror:
+            with Session(engine) as s:
+                assert not vks.verify(s, mirror).ok
+            report = vks.drain(engine, [mirror])
+            assert report.applied == 13 and report.remaining == 0, report  # 5 updates, 3 deletes, 5 inserts
+            with Session(engine) as s:
+                assert vks.verify(s, mirror).ok
+        stored = _faiss_ids(faiss_path, Doc)  # reopened from the file
+        assert set(stored) == set(sql)
+        for pk, v in sql.items():
+            np.testing.assert_allclose(stored[pk], v, atol=1e-6)
+    finally:
+        Doc.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def test_a_missing_outbox_table_fails_the_flush(tmp_path: Path) -> None:
+    engine = vk.create_engine(f"sqlite:///{tmp_path / 'no-outbox.db'}")
+    Doc = make_model()
+    Doc.metadata.create_all(engine)
+
+    class Unbound(Session):  # no bind known at attach time: the table is checked at first flush
+        pass
+
+    with vks.attach(Unbound, [vk.MemoryMirror(Doc.embedding)], outbox=True):
+        with Unbound(engine) as s:
+            s.add(Doc(id=1, embedding=vec(1)))
+            with pytest.raises(vk.InvalidMirrorError, match="vk.create_outbox"):
+                s.commit()
+    with engine.connect() as c:
+        assert c.execute(sa.select(sa.func.count()).select_from(Doc.__table__)).scalar_one() == 0
+    vks.create_outbox(engine)
+    vks.create_outbox(engine)  # idempotent
+    assert sa.inspect(engine).has_table("vk_outbox")
+    engine.dispose()
+
+
+def test_drain_refuses_bad_arguments(sqlite_env: SyncEnv) -> None:
+    mirror = vk.MemoryMirror(sqlite_env.Doc.embedding)
+    engine = sqlite_env.backend.engine
+    with pytest.raises(vk.InvalidMirrorError, match="batch_size=0 is not valid"):
+        vks.drain(engine, [mirror], batch_size=0)
+    with pytest.raises(vk.InvalidMirrorError, match="backoff=-1 is not valid"):
+        vks.drain(engine, [mirror], backoff=-1)
+    with pytest.raises(vk.InvalidMirrorError, match="needs an Engine"):
+        vks.drain("sqlite://", [mirror])
+    assert vks.drain(engine, []).applied == 0
+    assert vks.drain(sa.orm.sessionmaker(engine), [mirror]).remaining == 0
