@@ -39,7 +39,6 @@ repairs it.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -49,13 +48,12 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction, scoped_session, sessionmaker
-from sqlalchemy.orm.attributes import instance_state
-from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, scoped_session, sessionmaker
 
 from ..exc import InvalidMirrorError, VectorKnobsError
 from . import outbox as _outbox
 from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_writes, read_rows, write
+from .collect import Changes, Collector
 
 __all__ = ["attach", "Attachment", "MirrorSyncError", "ON_ERROR"]
 
@@ -96,38 +94,11 @@ class _Buffer:
         self.add(other.changes, other.conns, other.outbox_ids)
 
 
-@dataclass(frozen=True)
-class _Track:
-    """One mirror as seen from one mapper: which attribute keys to watch."""
-
-    index: int
-    pk_key: str
-    pk_position: Optional[int]  # position of the key in the mapper's identity, if it is there
-    watched: tuple[str, ...]  # the vector and metadata attribute keys
-
-
 def _transaction_boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTransaction]:
     """The innermost real transaction (root or savepoint) at or above ``transaction``."""
     while transaction is not None and not transaction.nested and transaction.parent is not None:
         transaction = transaction.parent
     return transaction
-
-
-def _names(key: Any) -> set[str]:
-    """The names a statement's value key may go by (attribute key, column key, column name)."""
-    if isinstance(key, str):
-        return {key}
-    return {n for n in (getattr(key, "key", None), getattr(key, "name", None)) if isinstance(n, str)}
-
-
-try:  # a result like the one SQLAlchemy returns for an INSERT without RETURNING
-    from sqlalchemy.engine.cursor import _NO_RESULT_METADATA as _NO_ROWS
-except ImportError:  # pragma: no cover
-    _NO_ROWS = sa.engine.result.SimpleResultMetaData([])  # type: ignore[assignment]
-
-
-def _no_rows() -> Any:
-    return sa.engine.IteratorResult(_NO_ROWS, iter([]))
 
 
 # ------------------------------------------------------------------------------ the attachment
@@ -155,11 +126,7 @@ class Attachment:
         self.outbox = outbox
         self.on_error = on_error
         self.drain_after_commit = drain_after_commit
-        self._by_table: dict[sa.Table, list[int]] = {}
-        for i, mirror in enumerate(self.mirrors):
-            self._by_table.setdefault(mirror.table, []).append(i)
-        self._tracks: dict[Any, tuple[_Track, ...]] = {}
-        self._statement_names: dict[tuple[Any, int], frozenset[str]] = {}
+        self._collector = Collector(self.mirrors)
         self._lock = threading.Lock()
         self._buffers: weakref.WeakKeyDictionary[SessionTransaction, _Buffer] = weakref.WeakKeyDictionary()
         self._committed: weakref.WeakKeyDictionary[SessionTransaction, _Buffer] = weakref.WeakKeyDictionary()
@@ -203,76 +170,23 @@ class Attachment:
         state = "active" if self._active else "detached"
         return f"<Attachment [{names}] outbox={self.outbox} on_error={self.on_error!r} {state}>"
 
-    # ------------------------------------------------------------------ mapper plans
-
-    def _tracks_for(self, mapper: Any) -> tuple[_Track, ...]:
-        tracks = self._tracks.get(mapper)
-        if tracks is None:
-            found = []
-            for table in mapper.tables:
-                for i in self._by_table.get(table, ()):
-                    mirror = self.mirrors[i]
-                    key = lambda col: mapper.get_property_by_column(col).key  # noqa: E731
-                    pk_prop = mapper.get_property_by_column(mirror.pk_column)
-                    position = next(
-                        (n for n, col in enumerate(mapper.primary_key) if col in pk_prop.columns), None
-                    )
-                    watched = (key(mirror.column), *(key(table.c[n]) for n in mirror.metadata_columns))
-                    found.append(_Track(i, pk_prop.key, position, watched))
-            tracks = self._tracks[mapper] = tuple(found)
-        return tracks
-
-    # ------------------------------------------------------------------ collect: flush
+    # ------------------------------------------------------------------ collect
 
     def _after_flush(self, session: Session, flush_context: Any) -> None:
-        changes: dict[int, dict[Any, str]] = {}
-        mappers: dict[int, Any] = {}
+        for mapper, changes in self._collector.flush(session):
+            self._collect(session, changes, session.connection(bind_arguments={"mapper": mapper}))
 
-        def record(track: _Track, pk: Any, op: str, mapper: Any) -> None:
-            if pk is not None:
-                changes.setdefault(track.index, {})[pk] = op
-                mappers.setdefault(track.index, mapper)
+    def _do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
+        ran = self._collector.statement(orm_state)
+        if ran is None:
+            return None
+        result, changes, conn = ran
+        if changes:
+            self._collect(orm_state.session, changes, conn)
+        return result
 
-        for obj in session.new:
-            state = instance_state(obj)
-            for track in self._tracks_for(state.mapper):
-                record(track, state.dict.get(track.pk_key), "upsert", state.mapper)
-        for obj in session.dirty:
-            state = instance_state(obj)
-            if state.key is None:
-                continue
-            attrs = state.attrs
-            for track in self._tracks_for(state.mapper):
-                pk_history = attrs[track.pk_key].history
-                if pk_history.deleted and pk_history.added:  # the primary key itself changed
-                    record(track, pk_history.deleted[0], "delete", state.mapper)
-                    record(track, pk_history.added[0], "upsert", state.mapper)
-                elif any(attrs[key].history.has_changes() for key in track.watched):
-                    record(track, self._identity_pk(state, track), "upsert", state.mapper)
-        for obj in session.deleted:
-            state = instance_state(obj)
-            for track in self._tracks_for(state.mapper):
-                record(track, self._identity_pk(state, track), "delete", state.mapper)
-        if not changes:
-            return
-        by_mapper: dict[Any, dict[int, dict[Any, str]]] = {}
-        for index, per_pk in changes.items():
-            by_mapper.setdefault(mappers[index], {})[index] = per_pk
-        for mapper, part in by_mapper.items():
-            self._collect(session, part, functools.partial(session.connection, bind_arguments={"mapper": mapper}))
-
-    @staticmethod
-    def _identity_pk(state: Any, track: _Track) -> Any:
-        identity = state.identity
-        if identity is not None and track.pk_position is not None:
-            return identity[track.pk_position]
-        return state.dict.get(track.pk_key)
-
-    def _collect(
-        self, session: Session, changes: dict[int, dict[Any, str]], connection: Callable[[], sa.Connection]
-    ) -> None:
+    def _collect(self, session: Session, changes: Changes, conn: sa.Connection) -> None:
         """Record ``changes`` in the current transaction (and, with the outbox, write their rows)."""
-        conn = connection()
         ids: Sequence[int] = self._write_outbox(conn, changes) if self.outbox else ()
         boundary = session.get_nested_transaction() or session.get_transaction()
         if boundary is None:  # pragma: no cover - a flush or statement always runs in a transaction
@@ -309,114 +223,6 @@ class Attachment:
                 "vk.create_outbox(engine) (async: `await conn.run_sync(vk.create_outbox)`) before writing."
             )
         self._outbox_ready.add(conn.engine)
-
-    # ------------------------------------------------------------------ collect: bulk statements
-
-    def _statement_names_for(self, mapper: Any, index: int) -> frozenset[str]:
-        """Names under which a statement can set the mirror's vector, metadata or key columns."""
-        names = self._statement_names.get((mapper, index))
-        if names is None:
-            mirror = self.mirrors[index]
-            cols = [mirror.column, mirror.pk_column, *(mirror.table.c[n] for n in mirror.metadata_columns)]
-            found = {n for col in cols for n in (col.key, col.name)}
-            if mapper is not None:
-                found.update(mapper.get_property_by_column(col).key for col in cols)
-            names = self._statement_names[(mapper, index)] = frozenset(found)
-        return names
-
-    def _do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
-        stmt: Any = orm_state.statement
-        if not stmt.is_dml:  # every SELECT passes here: keep this test cheap
-            return None
-        if not (orm_state.is_insert or orm_state.is_update or orm_state.is_delete):
-            return None
-        table = getattr(stmt, "table", None)
-        indexes = self._by_table.get(table) if table is not None else None
-        if not indexes:
-            return None
-        mapper = orm_state.bind_mapper
-        params: Any = orm_state.parameters
-        rows: list[dict[Any, Any]] = params if isinstance(params, list) else ([params] if params else [])
-        pk_col = self.mirrors[indexes[0]].pk_column
-        pk_names = {pk_col.key, pk_col.name}
-        if mapper is not None:
-            pk_names.add(mapper.get_property_by_column(pk_col).key)
-        if orm_state.is_update:
-            touched: set[str] = set()
-            for key in dict(getattr(stmt, "_values", None) or {}):
-                touched |= _names(key)
-            for key, _ in getattr(stmt, "_ordered_values", None) or ():
-                touched |= _names(key)
-            by_key = set().union(*(_names(key) for row in rows for key in row)) if rows else set()
-            touched |= by_key - pk_names  # in a bulk UPDATE by primary key the key selects the row
-            indexes = [i for i in indexes if touched & self._statement_names_for(mapper, i)]
-            if not indexes:
-                return None
-        session = orm_state.session
-        conn = session.connection(bind_arguments=orm_state.bind_arguments)
-
-        def pk_of(row: dict[Any, Any]) -> Any:
-            for key, value in row.items():
-                if _names(key) & pk_names:
-                    return value.value if isinstance(value, BindParameter) else value
-            return None
-
-        if orm_state.is_insert:
-            result, pks = self._bulk_insert(orm_state, stmt, rows, mapper, pk_col, pk_of)
-            op = "upsert"
-        else:
-            where = getattr(stmt, "whereclause", None)
-            if orm_state.is_executemany or (rows and where is None):  # by primary key, from the parameters
-                pks = [pk for pk in map(pk_of, rows) if pk is not None]
-            else:
-                select = sa.select(pk_col) if where is None else sa.select(pk_col).where(where)
-                pks = list(conn.execute(select, rows[0] if rows else None).scalars())
-            result = orm_state.invoke_statement()
-            op = "upsert" if orm_state.is_update else "delete"
-        if pks:
-            changes = {i: dict.fromkeys(pks, op) for i in indexes}
-            self._collect(session, changes, lambda: conn)
-        return result
-
-    def _bulk_insert(
-        self,
-        orm_state: ORMExecuteState,
-        stmt: Any,
-        rows: list[dict[Any, Any]],
-        mapper: Any,
-        pk_col: sa.Column[Any],
-        pk_of: Callable[[dict[Any, Any]], Any],
-    ) -> tuple[Any, list[Any]]:
-        """Run an INSERT and return (its result, the primary keys it inserted)."""
-        multi = getattr(stmt, "_multi_values", None)
-        values = getattr(stmt, "_values", None)
-        if rows:
-            given = [pk_of(row) for row in rows]
-        elif multi:
-            given = [pk_of(row) for group in multi for row in group if isinstance(row, dict)]
-            if not given:
-                given = [None]
-        elif values and getattr(stmt, "select", None) is None:
-            given = [pk_of(dict(values))]
-            if given[0] is None:  # one row: the driver reports its key
-                result = orm_state.invoke_statement()
-                key = getattr(result, "inserted_primary_key", None)
-                position = list(pk_col.table.primary_key.columns).index(pk_col)
-                return result, [key[position]] if key is not None and key[position] is not None else []
-        else:
-            given = [None]  # INSERT ... FROM SELECT: only RETURNING can tell
-        if all(pk is not None for pk in given):
-            return orm_state.invoke_statement(), given
-        # Keys generated by the database: ask for them with RETURNING, and hand the caller the
-        # result it would have had (no rows, or exactly the columns it asked to return).
-        pk_expr = getattr(mapper.class_, mapper.get_property_by_column(pk_col).key) if mapper is not None else pk_col
-        asked = len(getattr(stmt, "_returning", ()) or ())
-        result = orm_state.invoke_statement(statement=stmt.returning(pk_expr))
-        if not asked:
-            return _no_rows(), [pk for pk in result.scalars() if pk is not None]
-        frozen = result.freeze()
-        pks = [row[asked] for row in frozen.data]
-        return frozen().columns(*range(asked)), pks
 
     # ------------------------------------------------------------------ transaction boundaries
 
@@ -470,13 +276,13 @@ class Attachment:
             else:
                 with used.engine.connect() as conn:
                     rows = read_rows(conn, mirrors, keys)
-        except Exception as err:  # noqa: BLE001 - reported like a mirror failure: the data is committed
+        except Exception as err:
             failures.update({m.name: err for m in mirrors})
             return
         for index, mirror in zip(indexes, mirrors):
             try:
                 write(mirror, plan_writes(mirror, buf.changes[index], rows, version))
-            except Exception as err:  # noqa: BLE001 - every mirror is tried; the errors are reported together
+            except Exception as err:
                 failures[mirror.name] = err
 
     def _drain_written(self, buf: _Buffer, failures: dict[str, BaseException]) -> None:
@@ -489,7 +295,7 @@ class Attachment:
         for engine, group in by_engine.items():
             try:
                 report = drain_written(engine, group, buf.outbox_ids)
-            except Exception as err:  # noqa: BLE001 - the rows stay in the outbox for the next drain
+            except Exception as err:
                 failures.update({m.name: err for m in group})
             else:
                 failures.update(report.errors)

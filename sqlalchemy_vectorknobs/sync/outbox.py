@@ -314,7 +314,7 @@ def _process(
         mirror = by_name[name]
         try:
             write(mirror, plan_writes(mirror, per_pk, current[mirror.table], per_pk))
-        except Exception as err:  # noqa: BLE001 - any mirror failure is retried, then dead-lettered
+        except Exception as err:
             report.errors[name] = err
             failed.extend((row, f"{type(err).__name__}: {err}") for row in members[name])
         else:

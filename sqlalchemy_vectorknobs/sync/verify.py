@@ -17,6 +17,7 @@ n``) through the session's connection. With an ``AsyncSession`` call them throug
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional
@@ -155,7 +156,7 @@ def rebuild(session: Any, mirror: Any, *, batch_size: int = 1000, progress: bool
 def _expected_metadata(mirror: Any, row: Any) -> dict[str, Any]:
     out = {}
     for name in mirror.metadata_columns:
-        value = _scalar(row[name], lambda: f"column {name!r}")
+        value = _scalar(row[name], functools.partial("column {!r}".format, name))
         if value is not None:
             out[name] = value
     return out

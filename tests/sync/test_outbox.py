@@ -61,7 +61,7 @@ def test_outbox_rows_follow_the_transaction_and_drain_applies_them(env: SyncEnv)
     assert_matches(env, mirror)
     assert other.ids() == mirror.ids()
     # coalesced: one upsert call per mirror for the batch, each key once with its newest outbox id
-    ((op, ids, versions),) = [c for c in mirror.calls if c[0] == "upsert"]
+    ((_, ids, versions),) = [c for c in mirror.calls if c[0] == "upsert"]
     assert sorted(ids) == [1, 2, 4, 5]
     newest = {int(r.pk): version_of(r.id) for r in rows}
     assert dict(zip(ids, versions or [])) == {pk: newest[pk] for pk in ids}
