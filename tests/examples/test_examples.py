@@ -59,3 +59,31 @@ def test_alembic_example_on_postgresql(pg_database: str) -> None:
     out = run_example("alembic/run.py", pg_database)
     assert "index document_embedding_idx: hnsw vector_cosine_ops {'m': '16', 'ef_construction': '128'}" in out, out
     assert "No new upgrade operations detected." in out and out.rstrip().endswith("downgraded to base"), out
+
+
+def _check_mirrors_example(out: str) -> None:
+    import re
+
+    m = re.search(r"1\. inserted (\d+) rows: faiss holds (\d+), memory holds (\d+), outbox pending 0", out)
+    assert m and m.group(1) == m.group(2) == m.group(3), out
+    m = re.search(r"2\. revised 5, moved 3 to 'misc', deleted 4: table (\d+), faiss (\d+), memory (\d+)", out)
+    assert m and m.group(1) == m.group(2) == m.group(3), out
+    assert "edited a note: mirrors still hold" in out and "(unchanged: True)" in out, out
+    assert re.search(r"3\. bulk update\(\) moved [1-9]\d* rows to 'serialisation'", out), out
+    assert "same order as exact SQL search: yes" in out, out
+    assert "0 missing, 1 extra, 2 mismatched" in out and "(repaired); now:" in out, out
+    assert re.search(r"6\. worker mode: outbox pending ([1-9]\d*) after commit; drain: drained \1 outbox row\(s\): \1 applied, 0 failed, 0 dead, 0 remaining; pending now 0", out), out
+    assert re.search(r"7\. reopened articles.vkfaiss: \d+ vectors; mirror 'faiss:\S+' in step: .*memory: mirror 'memory:\S+' in step", out), out
+    assert out.rstrip().endswith("OK"), out
+
+
+def test_mirrors_example_on_sqlite() -> None:
+    out = run_example("mirrors.py")
+    assert "database: sqlite" in out
+    _check_mirrors_example(out)
+
+
+def test_mirrors_example_on_postgresql(pg_database: str) -> None:
+    out = run_example("mirrors.py", pg_database)
+    assert "database: postgresql" in out
+    _check_mirrors_example(out)

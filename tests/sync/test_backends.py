@@ -1,7 +1,12 @@
-"""The key sync scenarios against real Faiss and Chroma mirrors (files under tmp_path), next to MemoryMirror."""
+"""The key sync scenarios against real Faiss and Chroma mirrors (files under tmp_path) and Elasticsearch.
+
+Elasticsearch is the test-only stand-in server of ``tests/mirrors/es_standin.py`` (spoken to by the
+official client over HTTP), or a real cluster when ``VECTORKNOBS_ES_URL`` is set.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -12,9 +17,20 @@ from sqlalchemy.orm import Session
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import sync as vks
 
+from ..mirrors.es_standin import StandinServer
 from .conftest import Recording, SyncEnv, assert_matches, vec
 
-KINDS = ["faiss-flat", "faiss-hnsw", "chroma"]
+KINDS = ["faiss-flat", "faiss-hnsw", "chroma", "elasticsearch"]
+
+
+@pytest.fixture(scope="module")
+def es_url() -> Iterator[str]:
+    env = os.environ.get("VECTORKNOBS_ES_URL")
+    if env:
+        yield env
+        return
+    with StandinServer() as server:
+        yield server.url
 
 
 @pytest.fixture(params=KINDS)
@@ -22,10 +38,14 @@ def mirror(request: pytest.FixtureRequest, env: SyncEnv, tmp_path: Path) -> Iter
     column = env.Doc.embedding
     if request.param == "chroma":
         m: Any = vk.ChromaMirror(column, path=tmp_path / "chroma", metadata_columns=["category"])
+    elif request.param == "elasticsearch":
+        m = vk.ElasticsearchMirror(column, url=request.getfixturevalue("es_url"), metadata_columns=["category"])
     else:
         m = vk.FaissMirror(column, path=tmp_path / "doc.vkfaiss", kind=request.param.split("-")[1], metadata_columns=["category"])
     yield m
     if not m.closed:
+        if m.backend == "elasticsearch":
+            m.clear()  # keep a real cluster tidy
         m.close()
 
 
