@@ -16,8 +16,8 @@ a sqlite-vec ``vec0`` virtual table named like the index, kept in step by trigge
 parameters are checked against pgvector's limits when the index is declared.
 
 Importing this module registers a compile hook on ``CreateIndex`` / ``DropIndex`` (the one
-global registration the package makes): a ``VectorIndex`` is rendered by the dialect module, every
-other index exactly as SQLAlchemy renders it (tested).
+global registration the package makes): a ``VectorIndex`` (or a ``FullTextIndex``) is rendered by
+the dialect module, every other index exactly as SQLAlchemy renders it (tested).
 """
 
 from __future__ import annotations
@@ -238,6 +238,8 @@ def _after_table_drop(table: Any, connection: Any, **kw: Any) -> None:
 def _compile_create_index(element: CreateIndex, compiler: Any, **kw: Any) -> str:
     if isinstance(element.element, VectorIndex):
         return dialects.for_dialect(compiler.dialect).render_create_vector_index(compiler, element, **kw)
+    if hasattr(element.element, "render_create"):  # FullTextIndex (fulltext.py)
+        return str(element.element.render_create(compiler, element, **kw))
     return str(compiler.visit_create_index(element, **kw))
 
 
@@ -245,4 +247,6 @@ def _compile_create_index(element: CreateIndex, compiler: Any, **kw: Any) -> str
 def _compile_drop_index(element: DropIndex, compiler: Any, **kw: Any) -> str:
     if isinstance(element.element, VectorIndex):
         return dialects.for_dialect(compiler.dialect).render_drop_vector_index(compiler, element, **kw)
+    if hasattr(element.element, "render_drop"):  # FullTextIndex (fulltext.py)
+        return str(element.element.render_drop(compiler, element, **kw))
     return str(compiler.visit_drop_index(element, **kw))

@@ -131,6 +131,38 @@ class DialectSupport(Protocol):
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""
 
+    # ---- full-text search (fulltext.py, search.py)
+
+    def check_fulltext_index(self, index: Any) -> None:
+        """Refuse, at declaration, a FullTextIndex this database could never build."""
+
+    def before_create_fulltext_index(self, index: Any, connection: Connection) -> None:
+        """Refuse before any DDL a FullTextIndex this database cannot build."""
+
+    def render_create_fulltext_index(self, compiler: Any, create: Any, **kw: Any) -> str:
+        """SQL of CreateIndex for a FullTextIndex."""
+
+    def render_drop_fulltext_index(self, compiler: Any, drop: Any, **kw: Any) -> str:
+        """SQL of DropIndex for a FullTextIndex."""
+
+    def fulltext_index_follow_up(self, index: Any, preparer: Any) -> list[str]:
+        """SQL that must follow CREATE of the index (SQLite: triggers and backfill)."""
+
+    def fulltext_index_clean_up(self, name: str, preparer: Any) -> list[str]:
+        """SQL after the index (or its table) is dropped (SQLite: the FTS5 table and triggers)."""
+
+    def drop_fulltext_index_sql(self, name: str, preparer: Any) -> list[str]:
+        """SQL that removes a FullTextIndex by name, with everything it created."""
+
+    def fulltext_index_names(self, connection: Connection, table: str, schema: Optional[str]) -> list[str]:
+        """Names of the live full-text indexes this package made on ``table``."""
+
+    def fulltext_query_value(self, text: str, match: str, config: str) -> str:
+        """The query text as the dialect's matcher reads it (``match``: 'websearch' or 'any')."""
+
+    def render_text_search(self, compiler: Any, element: Any, **kw: Any) -> str:
+        """The (id, score) full-text candidates subquery of a TextSearch, best first, in parentheses."""
+
 
 def install_statement_hook(engine: Engine, before: Callable[[Connection, Any], bool], after: Callable[[Connection], None]) -> None:
     """Call ``before(connection, execution_options)`` ahead of every statement that carries
@@ -204,6 +236,8 @@ def explain_sql(prefix: str, compiler: Any, statement: Any, **kw: Any) -> str:
     """
     compiler.stack.append({"correlate_froms": set(), "asfrom_froms": set(), "selectable": statement})
     try:
-        return f"{prefix} {compiler.process(statement, **kw)}"
+        body = compiler.process(statement, **kw)
+        # A nested statement leaves its CTEs (hybrid_search's) for the top level to write.
+        return f"{prefix} {compiler._render_cte_clause()}{body}"
     finally:
         compiler.stack.pop()

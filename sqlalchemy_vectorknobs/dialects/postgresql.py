@@ -24,6 +24,7 @@ from ..codec import Kind
 from ..exc import ExtensionError
 from .base import install_statement_hook
 from .postgresql_search import PostgreSQLSearch
+from .postgresql_text import PostgreSQLText
 
 if TYPE_CHECKING:
     from ..comparator import VectorBind, VectorDistance, VectorOutput
@@ -254,7 +255,7 @@ def _copy_binary_chunks(table: Any, names: list[str], columns: list[Any], oids: 
     return chunks()
 
 
-class PostgreSQLSupport(PostgreSQLSearch):
+class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
     """:class:`~.base.DialectSupport` for PostgreSQL with the pgvector extension."""
 
     name = "postgresql"

@@ -25,6 +25,7 @@ from ..codec import Kind, source_hash
 from ..exc import MissingDependencyError, UnsupportedDialectError
 from .base import install_statement_hook
 from .sqlite_search import SQLiteSearch, _vec0_tables, parse_vec0
+from .sqlite_text import SQLiteText
 
 if TYPE_CHECKING:
     from ..comparator import VectorBind, VectorDistance, VectorOutput
@@ -140,7 +141,7 @@ def _sqlite_column(type_: Any, values: Any) -> Any:
     return [None if v is None else codec.encode_sqlite(kind, v) for v in values]
 
 
-class SQLiteSupport(SQLiteSearch):
+class SQLiteSupport(SQLiteText, SQLiteSearch):
     """:class:`~.base.DialectSupport` for SQLite with the sqlite-vec extension."""
 
     name = "sqlite"
@@ -235,6 +236,7 @@ class SQLiteSupport(SQLiteSearch):
         event.listen(engine, "connect", on_connect)
         install_statement_hook(engine, self.before_statement, lambda conn: None)
         self.hide_vec0_tables(engine)
+        self.hide_fulltext_tables(engine)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
         for column in table.columns:

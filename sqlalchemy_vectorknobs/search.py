@@ -1,0 +1,627 @@
+"""Search on top of ``nearest``: ``near_text``, ``text_search``, ``hybrid_search`` (full text fused
+with vector similarity in one SQL statement), ``mmr`` (diverse results) and ``rerank`` (exact
+re-ranking of a binary / halfvec index's candidates), with ``VectorSearchResult`` rows.
+
+    stmt = vk.hybrid_search(Doc, text="copy a file", k=10)
+    for hit in vk.search_results(session, stmt):
+        print(hit.rank, hit.score, hit.distance, hit.entity.title)
+
+See ``docs/search.md`` for the exact scoring (RRF and weighted fusion, normalisation, ties).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, NamedTuple, Optional, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ClauseElement
+
+from ._blocking import run_blocking
+from .comparator import _BY_METRIC, VectorDistance
+from .distance import Distance
+from .exc import IncompatibleOperatorError, InvalidIndexError, InvalidSearchSettingError
+from .fulltext import MATCH_MODES, TextSearch, check_config, find_fulltext_index
+from .index import VectorIndex
+from .query import VectorKnn, _needed_settings, _resolve, find_index, nearest
+from .types import VectorType
+
+__all__ = [
+    "VectorSearchResult",
+    "search_results",
+    "asearch_results",
+    "near_text",
+    "anear_text",
+    "text_search",
+    "hybrid_search",
+    "mmr",
+    "ammr",
+    "rerank",
+    "arerank",
+    "rerank_query",
+    "FUSIONS",
+]
+
+FUSIONS = ("rrf", "weighted")
+
+
+class VectorSearchResult(NamedTuple):
+    """One search hit: the entity, its distance to the query vector, its score (higher is better;
+    None for plain nearest-neighbour rows) and its 1-based rank."""
+
+    entity: Any
+    distance: Optional[float]
+    score: Optional[float]
+    rank: int
+
+
+def search_results(session: Any, stmt: Any) -> list[VectorSearchResult]:
+    """Run a ``hybrid_search`` (or ``nearest``, ``near_text``, ``text_search``) statement and wrap its rows::
+
+        hits = vk.search_results(session, vk.hybrid_search(Doc, text="parse json", k=5))
+        best = hits[0].entity
+    """
+    return _wrap(session.execute(stmt).all())
+
+
+async def asearch_results(session: Any, stmt: Any) -> list[VectorSearchResult]:
+    """:func:`search_results` for an ``AsyncSession``."""
+    return _wrap((await session.execute(stmt)).all())
+
+
+def _wrap(rows: Sequence[Any]) -> list[VectorSearchResult]:
+    out = []
+    for i, row in enumerate(rows, 1):
+        keys = row._fields
+        if "rank" in keys and "score" in keys:  # hybrid_search
+            out.append(VectorSearchResult(row[0], row.distance, row.score, row.rank))
+        elif "score" in keys:  # text_search
+            out.append(VectorSearchResult(row[0], None, row.score, i))
+        else:  # nearest / near_text
+            out.append(VectorSearchResult(row[0], row.distance, None, i))
+    return out
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidSearchSettingError(f"{name}={value!r} is not a positive whole number.")
+    return value
+
+
+def _number(name: str, value: Any, low: float, high: float = float("inf")) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high or value != value:
+        upper = "" if high == float("inf") else f" to {high:g}"
+        raise InvalidSearchSettingError(f"{name}={value!r} is not valid; it takes a number from {low:g}{upper}.")
+    return float(value)
+
+
+def _mapper(entity: Any, what: str) -> Any:
+    insp = sa.inspect(entity, raiseerr=False)
+    mapper = getattr(insp, "mapper", None)
+    if mapper is None or getattr(insp, "is_aliased_class", False):
+        raise InvalidSearchSettingError(f"{what} needs a mapped class such as Doc, got {entity!r}.")
+    return mapper
+
+
+def _table_column(table: Any, mapper: Any, value: Any, what: str) -> Any:
+    """The ``table`` column named by a column name, Column or mapped attribute."""
+    if isinstance(value, str):
+        prop = mapper.attrs.get(value) if value in mapper.attrs else None
+        column = prop.columns[0] if prop is not None and hasattr(prop, "columns") else table.c.get(value)
+    elif hasattr(value, "property") and hasattr(value.property, "columns"):
+        column = value.property.columns[0]
+    else:
+        column = value
+    if not isinstance(column, sa.Column) or column.table is not table:
+        raise InvalidSearchSettingError(f"{what} {value!r} is not a column of table '{table.name}'.")
+    return column
+
+
+def _vector_column(table: Any, mapper: Any, value: Any) -> Any:
+    if value is not None:
+        column = _table_column(table, mapper, value, "vector_column")
+        if not isinstance(column.type, VectorType):
+            raise InvalidSearchSettingError(f"vector_column '{table.name}.{column.name}' is not a vector column.")
+        return column
+    found = [c for c in table.columns if isinstance(c.type, VectorType)]
+    if len(found) != 1:
+        names = ", ".join(c.name for c in found) or "none"
+        raise InvalidSearchSettingError(
+            f"Table '{table.name}' has {len(found)} vector columns ({names}); say which to search with vector_column=."
+        )
+    return found[0]
+
+
+def _text_columns(table: Any, mapper: Any, value: Any) -> list[Any]:
+    if value is None:
+        index = find_fulltext_index(table, None)
+        if index is None:
+            raise InvalidSearchSettingError(
+                f"Table '{table.name}' has no single vk.FullTextIndex to take the text columns from; pass text_columns=."
+            )
+        return index.text_columns
+    values = [value] if isinstance(value, str) or not isinstance(value, (list, tuple)) else list(value)
+    if not values:
+        raise InvalidSearchSettingError("text_columns must name at least one text column.")
+    return [_table_column(table, mapper, v, "text_columns entry") for v in values]
+
+
+# --------------------------------------------------------------------------- embedding the query
+
+
+def _embedded_spec(column: Any, what: str) -> Any:
+    from .embedding.column import specs_of
+
+    for spec in specs_of(column.table):
+        if spec.column is column:
+            return spec
+    raise IncompatibleOperatorError(
+        f"{what} cannot embed the text: '{column.table.name}.{column.name}' is not a vk.embedded_column, so it has "
+        "no embedder; pass a vector instead (vk.nearest, or hybrid_search(vector=...))."
+    )
+
+
+def _embed(spec: Any, text: str) -> np.ndarray:
+    embedder = spec.embedder
+    aembed = getattr(embedder, "aembed", None)
+    out = run_blocking(embedder.embed, [text], awaitable_factory=(lambda: aembed([text])) if aembed is not None else None)
+    return _first_row(spec, out)
+
+
+async def _aembed(spec: Any, text: str) -> np.ndarray:
+    embedder = spec.embedder
+    aembed = getattr(embedder, "aembed", None)
+    out = await aembed([text]) if aembed is not None else await asyncio.to_thread(embedder.embed, [text])
+    return _first_row(spec, out)
+
+
+def _first_row(spec: Any, out: Any) -> np.ndarray:
+    from .embedding.embedders import check_embeddings
+
+    return check_embeddings(spec.embedder, out, 1, spec.column.type.dim)[0]
+
+
+def _check_text(text: Any, what: str) -> str:
+    if not isinstance(text, str):
+        raise InvalidSearchSettingError(f"{what} text must be a string, got {type(text).__name__}.")
+    return text
+
+
+def near_text(
+    column: Any,
+    text: str,
+    k: int = 10,
+    *,
+    distance: Distance | str | None = None,
+    where: Any = None,
+    max_distance: Optional[float] = None,
+    candidates: Optional[int] = None,
+) -> sa.Select[Any]:
+    """``vk.nearest`` for a text: embeds ``text`` with the column's embedder (an ``embedded_column``)
+    and returns exactly what :func:`nearest` returns, a ``Select`` of ``(entity, distance)``::
+
+        for doc, distance in session.execute(vk.near_text(Doc.embedding, "copy a file", k=5)):
+            ...
+
+    The embedding runs through ``run_blocking`` (off the event loop inside an ``AsyncSession``'s
+    greenlet); in plain ``async`` code use :func:`anear_text`.
+    """
+    col = _resolve(column)[0]
+    spec = _embedded_spec(col, "vk.near_text")
+    vector = _embed(spec, _check_text(text, "vk.near_text"))
+    return nearest(column, vector, k, distance=distance, where=where, max_distance=max_distance, candidates=candidates)
+
+
+async def anear_text(
+    column: Any,
+    text: str,
+    k: int = 10,
+    *,
+    distance: Distance | str | None = None,
+    where: Any = None,
+    max_distance: Optional[float] = None,
+    candidates: Optional[int] = None,
+) -> sa.Select[Any]:
+    """:func:`near_text` for async code: the embedder's ``aembed`` is awaited (or ``embed`` runs in a thread)."""
+    col = _resolve(column)[0]
+    spec = _embedded_spec(col, "vk.anear_text")
+    vector = await _aembed(spec, _check_text(text, "vk.anear_text"))
+    return nearest(column, vector, k, distance=distance, where=where, max_distance=max_distance, candidates=candidates)
+
+
+# --------------------------------------------------------------------------- full text
+
+
+def _text_search_element(
+    table: Any, columns: list[Any], text: str, limit: int, match: str, config: Optional[str], where: Any
+) -> TextSearch:
+    if match not in MATCH_MODES:
+        raise InvalidSearchSettingError(f"match={match!r} is not valid; use 'websearch' or 'any'.")
+    index = find_fulltext_index(table, columns)
+    if config is None:
+        config = index.config if index is not None else "english"
+    else:
+        check_config(config, "Full-text search")
+        if index is not None and index.config != config:
+            index = None  # the index was built for another configuration
+    if isinstance(where, str):
+        where = sa.text(where)
+    return TextSearch(columns, text, limit, config=config, match=match, where=where, index=index)
+
+
+def text_search(
+    entity: Any,
+    text: str,
+    k: int = 10,
+    *,
+    text_columns: Any = None,
+    where: Any = None,
+    match: str = "websearch",
+    config: Optional[str] = None,
+) -> sa.Select[Any]:
+    """A ``Select`` of ``(entity, score)``: the ``k`` best full-text matches, best first.
+
+    PostgreSQL ranks with ``ts_rank_cd`` (``websearch_to_tsquery``, or ``to_tsquery`` of the
+    words OR-ed for ``match="any"``); SQLite with ``-bm25()`` of the FTS5 table of a
+    :class:`FullTextIndex` (required there). Ties go to the lower primary key::
+
+        for doc, score in session.execute(vk.text_search(Doc, '"shell utilities" copy', k=5)):
+            ...
+    """
+    mapper = _mapper(entity, "vk.text_search")
+    table = mapper.local_table
+    k = _positive("vk.text_search k", k)
+    columns = _text_columns(table, mapper, text_columns)
+    element = _text_search_element(table, columns, _check_text(text, "vk.text_search"), k, match, config, where)
+    found = element.table_valued(sa.column("id", element.key_column.type), sa.column("score", sa.Float))
+    pk = getattr(entity, mapper.get_property_by_column(element.key_column).key)
+    score = sa.cast(found.c.score, sa.Float)  # ts_rank_cd's real, as the double hybrid_search fuses
+    return sa.select(entity, score.label("score")).join(found, pk == found.c.id).order_by(found.c.score.desc(), pk)
+
+
+# --------------------------------------------------------------------------- hybrid
+
+
+def _vector_setup(col: Any, distance: Distance | str | None) -> tuple[Distance, Optional[VectorIndex]]:
+    metric = Distance.parse(distance) if distance is not None else None
+    index = find_index(col, metric)
+    if metric is None:
+        metric = index.vector_options.distance if index is not None else Distance.COSINE
+    if metric not in col.type.metrics:
+        allowed = ", ".join(sorted(m.value for m in col.type.metrics))
+        raise IncompatibleOperatorError(
+            f"{col.type.subject} is a {type(col.type).__name__}, which has no {metric.value} distance; its distances are {allowed}."
+        )
+    return metric, index
+
+
+def _one() -> Any:
+    return sa.cast(sa.literal_column("1"), sa.Float)
+
+
+def _zero() -> Any:
+    return sa.cast(sa.literal_column("0"), sa.Float)
+
+
+def _normalised(value: Any, low: Any, high: Any, *, reverse: bool) -> Any:
+    """Min-max normalisation within a candidate list; 1 for every row when all values are equal."""
+    scaled = (value - low) / (high - low)
+    return sa.case((high > low, (_one() - scaled) if reverse else scaled), else_=_one())
+
+
+def hybrid_search(
+    entity: Any,
+    *,
+    text: str,
+    vector: Any = None,
+    text_columns: Any = None,
+    vector_column: Any = None,
+    k: int = 10,
+    fusion: str = "rrf",
+    rrf_k: float = 60,
+    weights: tuple[float, float] = (0.5, 0.5),
+    where: Any = None,
+    candidates: Optional[int] = None,
+    max_distance: Optional[float] = None,
+    min_score: Optional[float] = None,
+    distance: Distance | str | None = None,
+    match: str = "websearch",
+    config: Optional[str] = None,
+) -> sa.Select[Any]:
+    """Full-text and vector search fused in one SQL statement: a ``Select`` of
+    ``(entity, distance, score, rank)``, best (highest score) first, at most ``k`` rows.
+
+    Two candidate lists, each of ``candidates`` rows (default ``max(4 * k, 40)``), both filtered
+    by ``where``: the best full-text matches of ``text`` over ``text_columns`` (as
+    :func:`text_search`) and the nearest rows to ``vector`` on ``vector_column`` (as
+    :func:`nearest`, through its vector index). ``vector=None`` embeds ``text`` with the
+    column's embedder (an ``embedded_column``). Each list ranks its rows 1, 2, ... (ties by
+    primary key); the union of both lists is scored by ``fusion``:
+
+    * ``"rrf"``: ``1 / (rrf_k + text rank) + 1 / (rrf_k + vector rank)``, a missing rank adding 0;
+    * ``"weighted"``: ``weights[0] * t + weights[1] * (1 - d)``, where ``t`` is the text score
+      and ``d`` the distance, each min-max normalised within its own candidate list (1 for every
+      row when a list's values are all equal), a list the row is missing from adding 0.
+
+    ``distance`` is the row's distance to the query vector (computed for text-only rows too);
+    ``max_distance`` and ``min_score`` drop rows after fusion. Ties in score go to the lower
+    primary key; ``rank`` numbers the returned rows from 1::
+
+        stmt = vk.hybrid_search(Doc, text="read a csv file", k=5, where=Doc.lang == "en")
+        for doc, distance, score, rank in session.execute(stmt):
+            ...
+    """
+    mapper = _mapper(entity, "vk.hybrid_search")
+    table = mapper.local_table
+    k = _positive("vk.hybrid_search k", k)
+    n = max(4 * k, 40) if candidates is None else _positive("vk.hybrid_search candidates", candidates)
+    if fusion not in FUSIONS:
+        raise InvalidSearchSettingError(f"vk.hybrid_search fusion={fusion!r} is not valid; use 'rrf' or 'weighted'.")
+    rrf_k = _number("vk.hybrid_search rrf_k", rrf_k, 0)
+    if not isinstance(weights, (tuple, list)) or len(weights) != 2:
+        raise InvalidSearchSettingError(f"vk.hybrid_search weights={weights!r} is not valid; give two numbers (text, vector).")
+    w_text, w_vec = (_number("vk.hybrid_search weights entry", w, 0) for w in weights)
+    _check_text(text, "vk.hybrid_search")
+    col = _vector_column(table, mapper, vector_column)
+    columns = _text_columns(table, mapper, text_columns)
+    metric, index = _vector_setup(col, distance)
+    if vector is None:
+        vector = _embed(_embedded_spec(col, "vk.hybrid_search"), text)
+    q: Any = vector if isinstance(vector, ClauseElement) else sa.literal(col.type.check(vector), col.type)
+    if isinstance(where, str):
+        where = sa.text(where)
+    pk_col = list(table.primary_key.columns)
+    if len(pk_col) != 1:
+        raise IncompatibleOperatorError(
+            f"Table '{table.name}' has {len(pk_col)} primary key columns; vk.hybrid_search needs exactly one."
+        )
+    key_type = pk_col[0].type
+
+    # Vector candidates: the same KNN subquery nearest() uses (vector index, exact re-rank).
+    knn = VectorKnn(col, q, n, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(10 * n, 100))
+    near = knn.table_valued(sa.column("id", key_type), sa.column("distance", sa.Float))
+    d_low, d_high = sa.func.min(near.c.distance).over(), sa.func.max(near.c.distance).over()
+    vec = sa.select(
+        near.c.id,
+        near.c.distance,
+        sa.func.row_number().over(order_by=(near.c.distance, near.c.id)).label("rank"),
+        _normalised(near.c.distance, d_low, d_high, reverse=True).label("norm"),
+    ).cte("vk_vector")
+
+    # Full-text candidates, best first.
+    found = _text_search_element(table, columns, text, n, match, config, where).table_valued(
+        sa.column("id", key_type), sa.column("score", sa.Float)
+    )
+    score = sa.cast(found.c.score, sa.Float)
+    t_low, t_high = sa.func.min(score).over(), sa.func.max(score).over()
+    txt = sa.select(
+        found.c.id,
+        score.label("score"),
+        sa.func.row_number().over(order_by=(found.c.score.desc(), found.c.id)).label("rank"),
+        _normalised(score, t_low, t_high, reverse=False).label("norm"),
+    ).cte("vk_text")
+
+    ids = sa.union(sa.select(txt.c.id), sa.select(vec.c.id)).cte("vk_ids")
+    text_part: Any
+    vec_part: Any
+    if fusion == "rrf":
+        k_sql: Any = sa.literal_column(repr(int(rrf_k)) if rrf_k == int(rrf_k) else repr(rrf_k))
+        text_part = sa.func.coalesce(_one() / sa.cast(k_sql + txt.c.rank, sa.Float), _zero())
+        vec_part = sa.func.coalesce(_one() / sa.cast(k_sql + vec.c.rank, sa.Float), _zero())
+    else:
+        text_part = sa.literal(w_text, sa.Float) * sa.func.coalesce(txt.c.norm, _zero())
+        vec_part = sa.literal(w_vec, sa.Float) * sa.func.coalesce(vec.c.norm, _zero())
+    fused = (
+        sa.select(ids.c.id, vec.c.distance, (text_part + vec_part).label("score"))
+        .select_from(ids)
+        .outerjoin(txt, txt.c.id == ids.c.id)
+        .outerjoin(vec, vec.c.id == ids.c.id)
+        .cte("vk_fused")
+    )
+
+    ent = aliased(entity, name="entity")
+    pk = getattr(ent, mapper.get_property_by_column(pk_col[0]).key)
+    vector_attr = getattr(ent, mapper.get_property_by_column(col).key)
+    exact = VectorDistance(vector_attr.__clause_element__(), q, _BY_METRIC[metric])
+    dist = sa.func.coalesce(fused.c.distance, exact, type_=sa.Float)
+    stmt = sa.select(
+        ent,
+        dist.label("distance"),
+        fused.c.score.label("score"),
+        sa.func.row_number().over(order_by=(fused.c.score.desc(), pk)).label("rank"),
+    ).join_from(ent, fused, pk == fused.c.id)
+    if max_distance is not None:
+        stmt = stmt.where(dist <= _number("vk.hybrid_search max_distance", max_distance, float("-inf")))
+    if min_score is not None:
+        stmt = stmt.where(fused.c.score >= _number("vk.hybrid_search min_score", min_score, float("-inf")))
+    stmt = stmt.order_by(fused.c.score.desc(), pk).limit(k)
+    needs = _needed_settings(n, where, index)
+    if needs:
+        stmt = stmt.execution_options(vector_search_defaults=needs)
+    return stmt
+
+
+# --------------------------------------------------------------------------- MMR and rerank
+
+
+def _vectors_and_rows(session: Any, stmt: Any, orm: bool) -> tuple[list[Any], np.ndarray, np.ndarray]:
+    rows = session.execute(stmt).all()
+    entities = [row[0] if orm else tuple(row[:-2]) for row in rows]
+    distances = np.array([row[-2] for row in rows], dtype=np.float64)
+    if not rows:
+        return entities, distances, np.zeros((0, 0))
+    vectors = np.stack([np.asarray(row[-1], dtype=np.float64) for row in rows])
+    return entities, distances, vectors
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+def mmr_order(vectors: np.ndarray, relevance: np.ndarray, k: int, lambda_: float) -> list[int]:
+    """Greedy maximal marginal relevance: positions of ``k`` rows of ``vectors``.
+
+    Each step picks the row maximising ``lambda_ * relevance - (1 - lambda_) * max cosine
+    similarity to the rows already picked`` (the first pick: the most relevant); ties go to the
+    earlier row.
+    """
+    n = len(relevance)
+    if n == 0:
+        return []
+    unit = _unit(vectors)
+    sims = unit @ unit.T
+    chosen = np.zeros(n, dtype=bool)
+    penalty = np.zeros(n)
+    picked: list[int] = []
+    for step in range(min(k, n)):
+        score = lambda_ * relevance - (1.0 - lambda_) * penalty
+        score[chosen] = -np.inf
+        i = int(np.argmax(score))
+        picked.append(i)
+        chosen[i] = True
+        penalty = sims[i].copy() if step == 0 else np.maximum(penalty, sims[i])
+    return picked
+
+
+def mmr(
+    session: Any,
+    column: Any,
+    query: Any,
+    k: int = 10,
+    *,
+    fetch_k: Optional[int] = None,
+    lambda_: float = 0.5,
+    where: Any = None,
+    distance: Distance | str | None = None,
+) -> list[tuple[Any, float]]:
+    """Diverse nearest neighbours by maximal marginal relevance: a list of ``(entity, distance)``.
+
+    Fetches ``fetch_k`` (default ``4 * k``) candidates with :func:`nearest` (their vectors come
+    back as numpy arrays), then picks ``k`` greedily by ``lambda_ * relevance - (1 - lambda_) *
+    max cosine similarity to those already picked``. Relevance is the cosine similarity to the
+    query: ``1 - distance`` when the distance is cosine (so ``lambda_=1`` returns exactly
+    :func:`nearest`'s order), otherwise computed in numpy (and ``lambda_=1`` returns nearest's
+    order as well). ``lambda_=0`` maximises diversity::
+
+        for doc, distance in vk.mmr(session, Doc.embedding, q, k=5, lambda_=0.5):
+            ...
+    """
+    k = _positive("vk.mmr k", k)
+    fetch_k = 4 * k if fetch_k is None else _positive("vk.mmr fetch_k", fetch_k)
+    lambda_ = _number("vk.mmr lambda_", lambda_, 0.0, 1.0)
+    if isinstance(query, ClauseElement):
+        raise IncompatibleOperatorError("vk.mmr needs the query vector as a value, not a SQL expression.")
+    col, entity, _ = _resolve(column)
+    metric, _ix = _vector_setup(col, distance)
+    stmt = nearest(column, query, max(fetch_k, k), distance=metric, where=where)
+    orm = not isinstance(entity, sa.Table)
+    entities, distances, vectors = _vectors_and_rows(session, stmt.add_columns(column), orm)
+    if lambda_ == 1.0:
+        order = list(range(min(k, len(entities))))
+    else:
+        if metric is Distance.COSINE:
+            relevance = 1.0 - distances
+        else:
+            relevance = _unit(vectors) @ _unit(np.asarray(col.type.check(query), dtype=np.float64))
+        order = mmr_order(vectors, relevance, k, lambda_)
+    return [(entities[i], float(distances[i])) for i in order]
+
+
+async def ammr(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
+    """:func:`mmr` on an ``AsyncSession``."""
+    return await session.run_sync(lambda s: mmr(s, column, query, k, **kw))
+
+
+def _coarse_index(col: Any, metric: Optional[Distance]) -> VectorIndex:
+    found = [
+        ix
+        for ix in col.table.indexes
+        if isinstance(ix, VectorIndex)
+        and ix.vector_column is col
+        and ix.vector_options.precision is not None
+        and (metric is None or ix.vector_options.distance is metric)
+    ]
+    found.sort(key=lambda ix: ix.vector_options.precision != "binary")
+    if not found:
+        wanted = f" for {metric.value} distance" if metric is not None else ""
+        raise InvalidIndexError(
+            f"vk.rerank needs a VectorIndex with precision='binary' or 'halfvec' on '{col.table.name}.{col.name}'{wanted}; "
+            "without one, vk.nearest is already exact."
+        )
+    return found[0]
+
+
+#: ``rerank``'s candidates per result when none are given: measured recall@10 on 100,000 x 384
+#: clustered vectors with a binary index (docs/search.md, "Re-ranking").
+RERANK_CANDIDATES_PER_K = 40
+
+
+def rerank_query(
+    column: Any,
+    query: Any,
+    k: int = 10,
+    *,
+    candidates: Optional[int] = None,
+    distance: Distance | str | None = None,
+    where: Any = None,
+) -> sa.Select[Any]:
+    """The ``Select`` of ``(entity, distance)`` that :func:`rerank` runs: ``candidates`` rows from
+    the column's binary (or halfvec) index, re-ranked by exact ``distance``, nearest first."""
+    col, entity, pk = _resolve(column)
+    k = _positive("vk.rerank k", k)
+    n = RERANK_CANDIDATES_PER_K * k if candidates is None else _positive("vk.rerank candidates", candidates)
+    n = max(n, k)
+    metric = Distance.parse(distance) if distance is not None else None
+    index = _coarse_index(col, metric)
+    metric = index.vector_options.distance
+    if metric not in col.type.metrics:
+        raise IncompatibleOperatorError(f"{col.type.subject} has no {metric.value} distance.")
+    if isinstance(query, ClauseElement):
+        q = query
+    else:
+        q = sa.literal(col.type.check(query), col.type)
+    if isinstance(where, str):
+        where = sa.text(where)
+    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=n)
+    cand = knn.table_valued(sa.column("id", pk.type), sa.column("distance", sa.Float))
+    stmt = sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id).order_by(cand.c.distance, pk)
+    # An HNSW scan returns at most ef_search rows: let it propose all the candidates.
+    needs = {**_needed_settings(k, where, index), "ef_search": min(max(n, 40), 1000), "iterative_scan": "relaxed_order"}
+    return stmt.execution_options(vector_search_defaults=needs)
+
+
+def rerank(
+    session: Any,
+    column: Any,
+    query: Any,
+    k: int = 10,
+    *,
+    candidates: Optional[int] = None,
+    distance: Distance | str | None = None,
+    where: Any = None,
+) -> list[tuple[Any, float]]:
+    """Exact re-ranking of an approximate index's candidates: a list of ``(entity, distance)``.
+
+    ``candidates`` rows (default ``40 * k``) come from the column's ``precision="binary"`` (or
+    ``"halfvec"``) :class:`VectorIndex` — HNSW on ``binary_quantize`` on PostgreSQL, a ``bit[]``
+    vec0 table on SQLite — and are re-ranked in SQL by the exact ``distance`` (default: the
+    index's). Use it when the column also has a full-precision index (which ``nearest`` would
+    prefer) or to choose the candidate count::
+
+        for doc, distance in vk.rerank(session, Doc.embedding, q, k=10, candidates=400):
+            ...
+    """
+    stmt = rerank_query(column, query, k, candidates=candidates, distance=distance, where=where)
+    orm = not isinstance(_resolve(column)[1], sa.Table)
+    return [(row[0] if orm else tuple(row[:-1]), float(row[-1])) for row in session.execute(stmt)]
+
+
+async def arerank(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
+    """:func:`rerank` on an ``AsyncSession``."""
+    return await session.run_sync(lambda s: rerank(s, column, query, k, **kw))
