@@ -505,9 +505,9 @@ def mmr(
     Fetches ``fetch_k`` (default ``4 * k``) candidates with :func:`nearest` (their vectors come
     back as numpy arrays), then picks ``k`` greedily by ``lambda_ * relevance - (1 - lambda_) *
     max cosine similarity to those already picked``. Relevance is the cosine similarity to the
-    query: ``1 - distance`` when the distance is cosine (so ``lambda_=1`` returns exactly
-    :func:`nearest`'s order), otherwise computed in numpy (and ``lambda_=1`` returns nearest's
-    order as well). ``lambda_=0`` maximises diversity::
+    query: ``1 - distance`` when the distance is cosine, otherwise computed in numpy.
+    ``lambda_=1`` is pure relevance and returns exactly ``nearest(column, query, k)``;
+    ``lambda_=0`` maximises diversity::
 
         for doc, distance in vk.mmr(session, Doc.embedding, q, k=5, lambda_=0.5):
             ...
@@ -519,11 +519,13 @@ def mmr(
         raise IncompatibleOperatorError("vk.mmr needs the query vector as a value, not a SQL expression.")
     col, entity, _ = _resolve(column)
     metric, _ix = _vector_setup(col, distance)
-    stmt = nearest(column, query, max(fetch_k, k), distance=metric, where=where)
+    # lambda_=1 is pure relevance: exactly nearest(k), the same statement (an approximate index
+    # may order a longer candidate list differently).
+    stmt = nearest(column, query, k if lambda_ == 1.0 else max(fetch_k, k), distance=metric, where=where)
     orm = not isinstance(entity, sa.Table)
     entities, distances, vectors = _vectors_and_rows(session, stmt.add_columns(column), orm)
     if lambda_ == 1.0:
-        order = list(range(min(k, len(entities))))
+        order = list(range(len(entities)))
     else:
         if metric is Distance.COSINE:
             relevance = 1.0 - distances
