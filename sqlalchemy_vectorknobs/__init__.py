@@ -38,6 +38,7 @@ from .exc import (
     EmbeddingError,
     InvalidMirrorError,
     MirrorError,
+    MirrorSyncError,
     ExtensionError,
     IncompatibleOperatorError,
     InvalidDistanceError,
@@ -53,6 +54,19 @@ from .index import VectorIndex, VectorIndexOptions
 from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
 from .query import ExplainResult, explain, nearest, search_settings
+from .sync import (
+    Attachment,
+    DeadLetter,
+    DrainReport,
+    DriftReport,
+    adrain,
+    attach,
+    create_outbox,
+    drain,
+    outbox_table,
+    rebuild,
+    verify,
+)
 from .types import BitVector, HalfVector, SparseVector, Vector, VectorType
 
 __version__ = "0.1.0"
@@ -113,4 +127,16 @@ __all__ = [
     "ElasticsearchMirror",
     "MirrorError",
     "InvalidMirrorError",
+    "MirrorSyncError",
+    "attach",
+    "Attachment",
+    "drain",
+    "adrain",
+    "DrainReport",
+    "DeadLetter",
+    "create_outbox",
+    "outbox_table",
+    "rebuild",
+    "verify",
+    "DriftReport",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "EmbeddingError",
     "MirrorError",
     "InvalidMirrorError",
+    "MirrorSyncError",
 ]
 
 
@@ -87,3 +88,14 @@ class MirrorError(VectorKnobsError, RuntimeError):
 
 class InvalidMirrorError(VectorKnobsError, ValueError):
     """A mirror was configured or called with something it cannot use (column, key, metadata, filter)."""
+
+
+class MirrorSyncError(VectorKnobsError, RuntimeError):
+    """Committed changes could not be written to one or more mirrors (the data *is* committed).
+
+    ``failures`` maps each failing mirror's name to the exception it raised.
+    """
+
+    def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
+        super().__init__(message)
+        self.failures = failures

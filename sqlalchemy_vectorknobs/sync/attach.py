@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, scoped_session, sessionmaker
 
-from ..exc import InvalidMirrorError, VectorKnobsError
+from ..exc import InvalidMirrorError, MirrorSyncError
 from . import outbox as _outbox
 from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_writes, read_rows, write
 from .collect import Changes, Collector
@@ -60,17 +60,6 @@ __all__ = ["attach", "Attachment", "MirrorSyncError", "ON_ERROR"]
 log = logging.getLogger("sqlalchemy_vectorknobs.sync")
 
 ON_ERROR = ("raise", "log")
-
-
-class MirrorSyncError(VectorKnobsError, RuntimeError):
-    """Committed changes could not be written to one or more mirrors (the data *is* committed).
-
-    ``failures`` maps each failing mirror's name to the exception it raised.
-    """
-
-    def __init__(self, message: str, failures: dict[str, BaseException]) -> None:
-        super().__init__(message)
-        self.failures = failures
 
 
 # ------------------------------------------------------------------------------ what is recorded
@@ -206,7 +195,7 @@ class Attachment:
                 "attempts": 0,
                 "available_at": 0.0,
                 "created_at": now,
-                "dead": False,
+                "dead": 0,
             }
             for index, per_pk in changes.items()
             for pk, op in per_pk.items()

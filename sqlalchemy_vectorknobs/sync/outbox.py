@@ -74,7 +74,9 @@ outbox_table = sa.Table(
     sa.Column("available_at", sa.Double(), nullable=False, default=0.0),
     sa.Column("created_at", sa.Double(), nullable=False, default=time.time),
     sa.Column("last_error", sa.Text(), nullable=True),
-    sa.Column("dead", sa.Boolean(), nullable=False, default=False),
+    # 0 = pending, 1 = given up. (A SmallInteger, not Boolean: a Boolean column hooks a schema
+    # event when the table is built, and importing the package must register nothing.)
+    sa.Column("dead", sa.SmallInteger(), nullable=False, default=0),
     sa.Index("vk_outbox_pending", "dead", "mirror", "id"),
     # Ids are versions, so they must never be reused: SQLite's AUTOINCREMENT guarantees that
     # (a plain INTEGER PRIMARY KEY hands out max(id) + 1 again once applied rows are deleted).
@@ -230,7 +232,7 @@ def drain(
     by_name = {m.name: m for m in checked}
     kinds = {m.name: pk_kind(m.pk_column) for m in checked}
     t = outbox_table
-    base = sa.select(t).where(t.c.mirror.in_(list(by_name)), t.c.dead.is_(False))
+    base = sa.select(t).where(t.c.mirror.in_(list(by_name)), t.c.dead == 0)
     if ids is not None:
         wanted = sorted(set(ids))
         batches: Iterable[Any] = (
@@ -256,7 +258,7 @@ def drain(
         cursor = rows[-1].id  # each row is looked at once per call, even a retry that became due
     with engine.connect() as conn:
         report.remaining = conn.execute(
-            sa.select(sa.func.count()).select_from(t).where(t.c.mirror.in_(list(by_name)), t.c.dead.is_(False))
+            sa.select(sa.func.count()).select_from(t).where(t.c.mirror.in_(list(by_name)), t.c.dead == 0)
         ).scalar_one()
     return report
 
@@ -335,7 +337,7 @@ def _process(
                 "b_attempts": attempts,
                 "b_available_at": clock + backoff * 2 ** (attempts - 1),
                 "b_error": error[:_ERROR_CHARS],
-                "b_dead": dead,
+                "b_dead": int(dead),
             }
         )
         if dead:
