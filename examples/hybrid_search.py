@@ -39,7 +39,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs.fulltext import FullTextIndex
-from sqlalchemy_vectorknobs.search import hybrid_search, mmr, near_text, search_results, text_search
+from sqlalchemy_vectorknobs.rerank import mmr
+from sqlalchemy_vectorknobs.search import hybrid_search, near_text, search_results, text_search
 
 MODULES = """abc argparse array ast asyncio base64 binascii bisect bz2 calendar cmd code codecs codeop
 collections collections.abc colorsys compileall concurrent.futures configparser contextlib contextvars

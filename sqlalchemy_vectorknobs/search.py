@@ -1,6 +1,6 @@
-"""Search on top of ``nearest``: ``near_text``, ``text_search``, ``hybrid_search`` (full text fused
-with vector similarity in one SQL statement), ``mmr`` (diverse results) and ``rerank`` (exact
-re-ranking of a binary / halfvec index's candidates), with ``VectorSearchResult`` rows.
+"""Search on top of ``nearest``: ``near_text``, ``text_search`` and ``hybrid_search`` (full text
+fused with vector similarity in one SQL statement), with ``VectorSearchResult`` rows (``mmr`` and
+``rerank`` live in ``rerank.py``).
 
     stmt = vk.hybrid_search(Doc, text="copy a file", k=10)
     for hit in vk.search_results(session, stmt):
@@ -16,13 +16,17 @@ from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.functions import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ._blocking import run_blocking
 from .comparator import _BY_METRIC, VectorDistance
+from .dialects.base import subquery_sql
 from .distance import Distance
-from .exc import IncompatibleOperatorError, InvalidIndexError, InvalidSearchSettingError
+from .exc import IncompatibleOperatorError, InvalidSearchSettingError
 from .fulltext import MATCH_MODES, TextSearch, check_config, find_fulltext_index
 from .index import VectorIndex
 from .query import VectorKnn, _needed_settings, _resolve, find_index, nearest
@@ -36,12 +40,8 @@ __all__ = [
     "anear_text",
     "text_search",
     "hybrid_search",
-    "mmr",
-    "ammr",
-    "rerank",
-    "arerank",
-    "rerank_query",
     "FUSIONS",
+    "HybridFusion",
 ]
 
 FUSIONS = ("rrf", "weighted")
@@ -300,18 +300,84 @@ def _vector_setup(col: Any, distance: Distance | str | None) -> tuple[Distance, 
     return metric, index
 
 
-def _one() -> Any:
-    return sa.cast(sa.literal_column("1"), sa.Float)
-
-
-def _zero() -> Any:
-    return sa.cast(sa.literal_column("0"), sa.Float)
+def _float(value: float) -> Any:
+    """A float constant in SQL, typed double precision (PostgreSQL would read ``0.5`` as numeric)."""
+    return sa.cast(sa.literal_column(repr(float(value))), sa.Float)
 
 
 def _normalised(value: Any, low: Any, high: Any, *, reverse: bool) -> Any:
     """Min-max normalisation within a candidate list; 1 for every row when all values are equal."""
     scaled = (value - low) / (high - low)
-    return sa.case((high > low, (_one() - scaled) if reverse else scaled), else_=_one())
+    return sa.case((high > low, (_float(1) - scaled) if reverse else scaled), else_=_float(1))
+
+
+class HybridFusion(FunctionElement[Any]):
+    """``(id, distance, score)`` of the union of the full-text and vector candidate lists, scored by
+    the fusion. Only its parts make the cache key; the CTEs are built when it is compiled (once
+    per cached statement), so a hybrid query costs little more Python than ``nearest``."""
+
+    name = "vk_hybrid_fusion"
+    inherit_cache = True
+    _traverse_internals = FunctionElement._traverse_internals + [
+        ("knn", InternalTraversal.dp_clauseelement),
+        ("text_search", InternalTraversal.dp_clauseelement),
+        ("fusion", InternalTraversal.dp_string),
+        ("rrf_k", InternalTraversal.dp_plain_obj),
+        ("weights", InternalTraversal.dp_plain_obj),
+    ]
+
+    def __init__(self, knn: VectorKnn, text_search: TextSearch, fusion: str, rrf_k: float, weights: tuple[float, float]) -> None:
+        self.knn = knn
+        self.text_search = text_search
+        self.fusion = fusion
+        self.rrf_k = rrf_k
+        self.weights = weights
+        super().__init__()
+
+    def fused_select(self) -> sa.Select[Any]:
+        """Two CTEs hold the candidate lists; each list scores its own rows (its part of the fused
+        score) and ``GROUP BY`` adds up the parts of a row both lists found (no join)."""
+        key_type = self.text_search.key_column.type
+        near = self.knn.table_valued(sa.column("id", key_type), sa.column("distance", sa.Float))
+        found = self.text_search.table_valued(sa.column("id", key_type), sa.column("score", sa.Float))
+        # MATERIALIZED: each list is computed once and on its own (inlined, SQLite would hand the
+        # ranking window's ORDER BY to the vec0 table, which refuses it).
+        vec = sa.select(near.c.id, near.c.distance).cte("vk_vector").prefix_with("MATERIALIZED")
+        txt = sa.select(found.c.id, sa.cast(found.c.score, sa.Float).label("score")).cte("vk_text").prefix_with("MATERIALIZED")
+        if self.fusion == "rrf":
+            k = _float(self.rrf_k)
+            vec_rank = sa.func.row_number().over(order_by=(vec.c.distance, vec.c.id))
+            txt_rank = sa.func.row_number().over(order_by=(txt.c.score.desc(), txt.c.id))
+            vec_part = _float(1) / sa.cast(k + vec_rank, sa.Float)
+            txt_part = _float(1) / sa.cast(k + txt_rank, sa.Float)
+        else:
+            d_low, d_high = sa.func.min(vec.c.distance).over(), sa.func.max(vec.c.distance).over()
+            t_low, t_high = sa.func.min(txt.c.score).over(), sa.func.max(txt.c.score).over()
+            vec_part = _float(self.weights[1]) * _normalised(vec.c.distance, d_low, d_high, reverse=True)
+            txt_part = _float(self.weights[0]) * _normalised(txt.c.score, t_low, t_high, reverse=False)
+        both = sa.union_all(
+            sa.select(txt.c.id, sa.cast(sa.null(), sa.Float).label("distance"), txt_part.label("part")),
+            sa.select(vec.c.id, vec.c.distance, vec_part.label("part")),
+        ).subquery("vk_both")
+        return sa.select(
+            both.c.id, sa.func.max(both.c.distance).label("distance"), sa.func.sum(both.c.part).label("score")
+        ).group_by(both.c.id)
+
+
+@compiles(HybridFusion)
+def _compile_fusion(element: HybridFusion, compiler: Any, **kw: Any) -> str:
+    return subquery_sql(compiler, element.fused_select(), **kw)
+
+
+_ALIASES: dict[Any, Any] = {}
+
+
+def _entity_alias(entity: Any) -> Any:
+    """``aliased(entity, name="entity")``, made once per class: the rows' ``.entity`` attribute."""
+    alias = _ALIASES.get(entity)
+    if alias is None:
+        alias = _ALIASES.setdefault(entity, aliased(entity, name="entity"))
+    return alias
 
 
 def hybrid_search(
@@ -380,51 +446,15 @@ def hybrid_search(
         raise IncompatibleOperatorError(
             f"Table '{table.name}' has {len(pk_col)} primary key columns; vk.hybrid_search needs exactly one."
         )
-    key_type = pk_col[0].type
 
-    # Vector candidates: the same KNN subquery nearest() uses (vector index, exact re-rank).
+    # The vector candidates come from the KNN subquery nearest() uses (vector index, exact re-rank).
     knn = VectorKnn(col, q, n, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(10 * n, 100))
-    near = knn.table_valued(sa.column("id", key_type), sa.column("distance", sa.Float))
-    d_low, d_high = sa.func.min(near.c.distance).over(), sa.func.max(near.c.distance).over()
-    vec = sa.select(
-        near.c.id,
-        near.c.distance,
-        sa.func.row_number().over(order_by=(near.c.distance, near.c.id)).label("rank"),
-        _normalised(near.c.distance, d_low, d_high, reverse=True).label("norm"),
-    ).cte("vk_vector")
-
-    # Full-text candidates, best first.
-    found = _text_search_element(table, columns, text, n, match, config, where).table_valued(
-        sa.column("id", key_type), sa.column("score", sa.Float)
-    )
-    score = sa.cast(found.c.score, sa.Float)
-    t_low, t_high = sa.func.min(score).over(), sa.func.max(score).over()
-    txt = sa.select(
-        found.c.id,
-        score.label("score"),
-        sa.func.row_number().over(order_by=(found.c.score.desc(), found.c.id)).label("rank"),
-        _normalised(score, t_low, t_high, reverse=False).label("norm"),
-    ).cte("vk_text")
-
-    ids = sa.union(sa.select(txt.c.id), sa.select(vec.c.id)).cte("vk_ids")
-    text_part: Any
-    vec_part: Any
-    if fusion == "rrf":
-        k_sql: Any = sa.literal_column(repr(int(rrf_k)) if rrf_k == int(rrf_k) else repr(rrf_k))
-        text_part = sa.func.coalesce(_one() / sa.cast(k_sql + txt.c.rank, sa.Float), _zero())
-        vec_part = sa.func.coalesce(_one() / sa.cast(k_sql + vec.c.rank, sa.Float), _zero())
-    else:
-        text_part = sa.literal(w_text, sa.Float) * sa.func.coalesce(txt.c.norm, _zero())
-        vec_part = sa.literal(w_vec, sa.Float) * sa.func.coalesce(vec.c.norm, _zero())
-    fused = (
-        sa.select(ids.c.id, vec.c.distance, (text_part + vec_part).label("score"))
-        .select_from(ids)
-        .outerjoin(txt, txt.c.id == ids.c.id)
-        .outerjoin(vec, vec.c.id == ids.c.id)
-        .cte("vk_fused")
+    found = _text_search_element(table, columns, text, n, match, config, where)
+    fused = HybridFusion(knn, found, fusion, rrf_k, (w_text, w_vec)).table_valued(
+        sa.column("id", pk_col[0].type), sa.column("distance", sa.Float), sa.column("score", sa.Float)
     )
 
-    ent = aliased(entity, name="entity")
+    ent = _entity_alias(entity)
     pk = getattr(ent, mapper.get_property_by_column(pk_col[0]).key)
     vector_attr = getattr(ent, mapper.get_property_by_column(col).key)
     exact = VectorDistance(vector_attr.__clause_element__(), q, _BY_METRIC[metric])
@@ -444,186 +474,3 @@ def hybrid_search(
     if needs:
         stmt = stmt.execution_options(vector_search_defaults=needs)
     return stmt
-
-
-# --------------------------------------------------------------------------- MMR and rerank
-
-
-def _vectors_and_rows(session: Any, stmt: Any, orm: bool) -> tuple[list[Any], np.ndarray, np.ndarray]:
-    rows = session.execute(stmt).all()
-    entities = [row[0] if orm else tuple(row[:-2]) for row in rows]
-    distances = np.array([row[-2] for row in rows], dtype=np.float64)
-    if not rows:
-        return entities, distances, np.zeros((0, 0))
-    vectors = np.stack([np.asarray(row[-1], dtype=np.float64) for row in rows])
-    return entities, distances, vectors
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-
-
-def mmr_order(vectors: np.ndarray, relevance: np.ndarray, k: int, lambda_: float) -> list[int]:
-    """Greedy maximal marginal relevance: positions of ``k`` rows of ``vectors``.
-
-    Each step picks the row maximising ``lambda_ * relevance - (1 - lambda_) * max cosine
-    similarity to the rows already picked`` (the first pick: the most relevant); ties go to the
-    earlier row.
-    """
-    n = len(relevance)
-    if n == 0:
-        return []
-    unit = _unit(vectors)
-    sims = unit @ unit.T
-    chosen = np.zeros(n, dtype=bool)
-    penalty = np.zeros(n)
-    picked: list[int] = []
-    for step in range(min(k, n)):
-        score = lambda_ * relevance - (1.0 - lambda_) * penalty
-        score[chosen] = -np.inf
-        i = int(np.argmax(score))
-        picked.append(i)
-        chosen[i] = True
-        penalty = sims[i].copy() if step == 0 else np.maximum(penalty, sims[i])
-    return picked
-
-
-def mmr(
-    session: Any,
-    column: Any,
-    query: Any,
-    k: int = 10,
-    *,
-    fetch_k: Optional[int] = None,
-    lambda_: float = 0.5,
-    where: Any = None,
-    distance: Distance | str | None = None,
-) -> list[tuple[Any, float]]:
-    """Diverse nearest neighbours by maximal marginal relevance: a list of ``(entity, distance)``.
-
-    Fetches ``fetch_k`` (default ``4 * k``) candidates with :func:`nearest` (their vectors come
-    back as numpy arrays), then picks ``k`` greedily by ``lambda_ * relevance - (1 - lambda_) *
-    max cosine similarity to those already picked``. Relevance is the cosine similarity to the
-    query: ``1 - distance`` when the distance is cosine, otherwise computed in numpy.
-    ``lambda_=1`` is pure relevance and returns exactly ``nearest(column, query, k)``;
-    ``lambda_=0`` maximises diversity::
-
-        for doc, distance in vk.mmr(session, Doc.embedding, q, k=5, lambda_=0.5):
-            ...
-    """
-    k = _positive("vk.mmr k", k)
-    fetch_k = 4 * k if fetch_k is None else _positive("vk.mmr fetch_k", fetch_k)
-    lambda_ = _number("vk.mmr lambda_", lambda_, 0.0, 1.0)
-    if isinstance(query, ClauseElement):
-        raise IncompatibleOperatorError("vk.mmr needs the query vector as a value, not a SQL expression.")
-    col, entity, _ = _resolve(column)
-    metric, _ix = _vector_setup(col, distance)
-    # lambda_=1 is pure relevance: exactly nearest(k), the same statement (an approximate index
-    # may order a longer candidate list differently).
-    stmt = nearest(column, query, k if lambda_ == 1.0 else max(fetch_k, k), distance=metric, where=where)
-    orm = not isinstance(entity, sa.Table)
-    entities, distances, vectors = _vectors_and_rows(session, stmt.add_columns(column), orm)
-    if lambda_ == 1.0:
-        order = list(range(len(entities)))
-    else:
-        if metric is Distance.COSINE:
-            relevance = 1.0 - distances
-        else:
-            relevance = _unit(vectors) @ _unit(np.asarray(col.type.check(query), dtype=np.float64))
-        order = mmr_order(vectors, relevance, k, lambda_)
-    return [(entities[i], float(distances[i])) for i in order]
-
-
-async def ammr(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
-    """:func:`mmr` on an ``AsyncSession``."""
-    return await session.run_sync(lambda s: mmr(s, column, query, k, **kw))
-
-
-def _coarse_index(col: Any, metric: Optional[Distance]) -> VectorIndex:
-    found = [
-        ix
-        for ix in col.table.indexes
-        if isinstance(ix, VectorIndex)
-        and ix.vector_column is col
-        and ix.vector_options.precision is not None
-        and (metric is None or ix.vector_options.distance is metric)
-    ]
-    found.sort(key=lambda ix: ix.vector_options.precision != "binary")
-    if not found:
-        wanted = f" for {metric.value} distance" if metric is not None else ""
-        raise InvalidIndexError(
-            f"vk.rerank needs a VectorIndex with precision='binary' or 'halfvec' on '{col.table.name}.{col.name}'{wanted}; "
-            "without one, vk.nearest is already exact."
-        )
-    return found[0]
-
-
-#: ``rerank``'s candidates per result when none are given: measured recall@10 on 100,000 x 384
-#: clustered vectors with a binary index (docs/search.md, "Re-ranking").
-RERANK_CANDIDATES_PER_K = 40
-
-
-def rerank_query(
-    column: Any,
-    query: Any,
-    k: int = 10,
-    *,
-    candidates: Optional[int] = None,
-    distance: Distance | str | None = None,
-    where: Any = None,
-) -> sa.Select[Any]:
-    """The ``Select`` of ``(entity, distance)`` that :func:`rerank` runs: ``candidates`` rows from
-    the column's binary (or halfvec) index, re-ranked by exact ``distance``, nearest first."""
-    col, entity, pk = _resolve(column)
-    k = _positive("vk.rerank k", k)
-    n = RERANK_CANDIDATES_PER_K * k if candidates is None else _positive("vk.rerank candidates", candidates)
-    n = max(n, k)
-    metric = Distance.parse(distance) if distance is not None else None
-    index = _coarse_index(col, metric)
-    metric = index.vector_options.distance
-    if metric not in col.type.metrics:
-        raise IncompatibleOperatorError(f"{col.type.subject} has no {metric.value} distance.")
-    if isinstance(query, ClauseElement):
-        q = query
-    else:
-        q = sa.literal(col.type.check(query), col.type)
-    if isinstance(where, str):
-        where = sa.text(where)
-    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=n)
-    cand = knn.table_valued(sa.column("id", pk.type), sa.column("distance", sa.Float))
-    stmt = sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id).order_by(cand.c.distance, pk)
-    # An HNSW scan returns at most ef_search rows: let it propose all the candidates.
-    needs = {**_needed_settings(k, where, index), "ef_search": min(max(n, 40), 1000), "iterative_scan": "relaxed_order"}
-    return stmt.execution_options(vector_search_defaults=needs)
-
-
-def rerank(
-    session: Any,
-    column: Any,
-    query: Any,
-    k: int = 10,
-    *,
-    candidates: Optional[int] = None,
-    distance: Distance | str | None = None,
-    where: Any = None,
-) -> list[tuple[Any, float]]:
-    """Exact re-ranking of an approximate index's candidates: a list of ``(entity, distance)``.
-
-    ``candidates`` rows (default ``40 * k``) come from the column's ``precision="binary"`` (or
-    ``"halfvec"``) :class:`VectorIndex` — HNSW on ``binary_quantize`` on PostgreSQL, a ``bit[]``
-    vec0 table on SQLite — and are re-ranked in SQL by the exact ``distance`` (default: the
-    index's). Use it when the column also has a full-precision index (which ``nearest`` would
-    prefer) or to choose the candidate count::
-
-        for doc, distance in vk.rerank(session, Doc.embedding, q, k=10, candidates=400):
-            ...
-    """
-    stmt = rerank_query(column, query, k, candidates=candidates, distance=distance, where=where)
-    orm = not isinstance(_resolve(column)[1], sa.Table)
-    return [(row[0] if orm else tuple(row[:-1]), float(row[-1])) for row in session.execute(stmt)]
-
-
-async def arerank(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
-    """:func:`rerank` on an ``AsyncSession``."""
-    return await session.run_sync(lambda s: rerank(s, column, query, k, **kw))

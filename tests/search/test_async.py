@@ -12,6 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import search
+from sqlalchemy_vectorknobs.rerank import ammr, arerank
 from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 
 from ..conftest import Backend
@@ -52,7 +53,7 @@ def test_ammr_equals_numpy_reference(loaded: Backend) -> None:
     q = EMBEDDER.embed(["parse json string"])[0]
 
     async def go(session: Any) -> list[tuple[Any, float]]:
-        return await search.ammr(session, AsyncDoc.embedding, q, k=8, fetch_k=30, lambda_=0.4)
+        return await ammr(session, AsyncDoc.embedding, q, k=8, fetch_k=30, lambda_=0.4)
 
     got = loaded.aio(go)
 
@@ -71,7 +72,7 @@ def test_arerank_is_exact_with_every_row_a_candidate(loaded: Backend) -> None:
     q = EMBEDDER.embed(["temporary directory"])[0]
 
     async def go(session: Any) -> list[tuple[Any, float]]:
-        return await search.arerank(session, AsyncDoc.embedding, q, k=10, candidates=ROWS)
+        return await arerank(session, AsyncDoc.embedding, q, k=10, candidates=ROWS)
 
     got = loaded.aio(go)
     exact = loaded.run(

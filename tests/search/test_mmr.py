@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 import sqlalchemy_vectorknobs as vk
-from sqlalchemy_vectorknobs import search
+from sqlalchemy_vectorknobs.rerank import mmr
 
 from ..conftest import Backend
 from .conftest import DIM, EMBEDDER, SearchDoc
@@ -55,7 +55,7 @@ def test_mmr_equals_numpy_reference(corpus: Backend, lambda_: float, kind: Optio
 
         def run(session: Session) -> list[tuple[Any, float]]:
             with vk.search_settings(session, ef_search=1000):  # exact HNSW candidates on this corpus
-                return search.mmr(session, SearchDoc.embedding, q, k=10, fetch_k=40, lambda_=lambda_, where=where)
+                return mmr(session, SearchDoc.embedding, q, k=10, fetch_k=40, lambda_=lambda_, where=where)
 
         got = corpus.session(run)
         cands = corpus.run(lambda c: candidates_reference(c, corpus.dialect, q.astype(np.float64), 40, kind))
@@ -68,9 +68,9 @@ def test_mmr_lambda_one_equals_nearest(corpus: Backend) -> None:
     for text in QUERIES:
         q = EMBEDDER.embed([text])[0]
         plain = corpus.session(lambda s: [(d.id, dist) for d, dist in s.execute(vk.nearest(SearchDoc.embedding, q, k=10))])
-        diverse = corpus.session(lambda s: [(d.id, dist) for d, dist in search.mmr(s, SearchDoc.embedding, q, k=10, lambda_=1)])
+        diverse = corpus.session(lambda s: [(d.id, dist) for d, dist in mmr(s, SearchDoc.embedding, q, k=10, lambda_=1)])
         assert diverse == plain, text
-        default_fetch = corpus.session(lambda s: search.mmr(s, SearchDoc.embedding, q, k=10, lambda_=1.0, distance="cosine"))
+        default_fetch = corpus.session(lambda s: mmr(s, SearchDoc.embedding, q, k=10, lambda_=1.0, distance="cosine"))
         assert [d.id for d, _ in default_fetch] == [i for i, _ in plain]
 
 
@@ -82,16 +82,16 @@ def test_mmr_results_are_more_diverse_than_nearest(corpus: Backend) -> None:
 
     q = EMBEDDER.embed(["read lines from a text file"])[0]
     plain = corpus.session(lambda s: [d.embedding for d, _ in s.execute(vk.nearest(SearchDoc.embedding, q, k=10))])
-    diverse = corpus.session(lambda s: [d.embedding for d, _ in search.mmr(s, SearchDoc.embedding, q, k=10, lambda_=0.3)])
+    diverse = corpus.session(lambda s: [d.embedding for d, _ in mmr(s, SearchDoc.embedding, q, k=10, lambda_=0.3)])
     assert spread(diverse) < spread(plain)
 
 
 def test_mmr_on_core_columns_and_small_tables(corpus: Backend) -> None:
     table = SearchDoc.__table__
     q = EMBEDDER.embed(["thread lock acquire"])[0]
-    rows = corpus.run(lambda c: search.mmr(c, table.c.embedding, q, k=3, fetch_k=5))
+    rows = corpus.run(lambda c: mmr(c, table.c.embedding, q, k=3, fetch_k=5))
     assert len(rows) == 3 and all(isinstance(r, tuple) and r[0] > 0 for r, _ in rows)
-    none = corpus.run(lambda c: search.mmr(c, table.c.embedding, q, k=3, where=table.c.kind == "no such kind"))
+    none = corpus.run(lambda c: mmr(c, table.c.embedding, q, k=3, where=table.c.kind == "no such kind"))
     assert none == []
 
 
@@ -105,4 +105,4 @@ def test_mmr_on_core_columns_and_small_tables(corpus: Backend) -> None:
 )
 def test_mmr_rejects_bad_arguments(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(vk.InvalidSearchSettingError, match=message):
-        search.mmr(None, SearchDoc.embedding, np.ones(DIM), **{"k": 5, **kw})
+        mmr(None, SearchDoc.embedding, np.ones(DIM), **{"k": 5, **kw})

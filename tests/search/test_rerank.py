@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
-from sqlalchemy_vectorknobs import search
+from sqlalchemy_vectorknobs.rerank import rerank, rerank_query
 
 from ..backends.test_recall import DIM, K, N, dataset  # noqa: F401  (the seeded clustered data set)
 from ..conftest import Backend, _get_backend
@@ -57,7 +57,7 @@ def loaded(request: pytest.FixtureRequest, dataset: dict[str, np.ndarray]) -> It
 def test_binary_rerank_recall_at_10(loaded: Backend, dataset: dict[str, np.ndarray]) -> None:  # noqa: F811
     x, queries = dataset["x"], dataset["q"]
     truth = np.argsort(-(queries @ x.T), axis=1)[:, :K]
-    found = loaded.session(lambda s: [[d.id for d, _ in search.rerank(s, Binary.embedding, q, k=K)] for q in queries])
+    found = loaded.session(lambda s: [[d.id for d, _ in rerank(s, Binary.embedding, q, k=K)] for q in queries])
     recall = float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth)]))
     print(f"\n{loaded.id} binary index + rerank (default candidates): recall@10 {recall:.3f} over {len(queries)} queries")
     assert all(len(f) == K for f in found)
@@ -66,7 +66,7 @@ def test_binary_rerank_recall_at_10(loaded: Backend, dataset: dict[str, np.ndarr
 
 def test_rerank_distances_are_exact_and_sorted(loaded: Backend, dataset: dict[str, np.ndarray]) -> None:  # noqa: F811
     x, q = dataset["x"], dataset["q"][0]
-    hits = loaded.session(lambda s: search.rerank(s, Binary.embedding, q, k=K, candidates=200))
+    hits = loaded.session(lambda s: rerank(s, Binary.embedding, q, k=K, candidates=200))
     exact = 1 - x[[d.id for d, _ in hits]].astype(np.float64) @ q.astype(np.float64)
     assert [d for _, d in hits] == pytest.approx(exact.tolist(), abs=1e-5)
     assert [d for _, d in hits] == sorted(d for _, d in hits)
@@ -74,10 +74,10 @@ def test_rerank_distances_are_exact_and_sorted(loaded: Backend, dataset: dict[st
 
 def test_rerank_uses_the_binary_index_and_filters(loaded: Backend, dataset: dict[str, np.ndarray]) -> None:  # noqa: F811
     q, bucket = dataset["q"][1], dataset["bucket"]
-    stmt = search.rerank_query(Binary.embedding, q, k=K)
+    stmt = rerank_query(Binary.embedding, q, k=K)
     plan = loaded.session(lambda s: vk.explain(s, stmt))
     assert plan.vector_indexes_used == ["rerank_doc_bin"], plan.plan
-    hits = loaded.session(lambda s: search.rerank(s, Binary.embedding, q, k=K, where=Binary.bucket < 10))
+    hits = loaded.session(lambda s: rerank(s, Binary.embedding, q, k=K, where=Binary.bucket < 10))
     assert len(hits) == K and all(bucket[d.id] < 10 for d, _ in hits)
 
 
@@ -86,7 +86,7 @@ def test_rerank_needs_a_quantized_index() -> None:
     t = sa.Table("plain", md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("e", vk.Vector(3)))
     vk.VectorIndex("plain_idx", t.c.e)
     with pytest.raises(vk.InvalidIndexError, match="precision='binary' or 'halfvec' on 'plain.e'"):
-        search.rerank_query(t.c.e, [1, 2, 3])
+        rerank_query(t.c.e, [1, 2, 3])
 
 
 @pytest.mark.parametrize("backend_id", ["sqlite", "pg-psycopg"])
@@ -108,9 +108,9 @@ def test_rerank_prefers_the_coarse_index_over_a_full_one(request: pytest.Fixture
         def run(session: Session) -> list[tuple[int, float]]:
             if backend.dialect == "postgresql":
                 session.execute(sa.text("SET LOCAL enable_seqscan = off"))
-            plan = vk.explain(session, search.rerank_query(t.c.e, q, k=5))
+            plan = vk.explain(session, rerank_query(t.c.e, q, k=5))
             assert plan.vector_indexes_used == [f"{t.name}_half"], plan.plan
-            return [(row[0], d) for row, d in search.rerank(session, t.c.e, q, k=5, candidates=300)]
+            return [(row[0], d) for row, d in rerank(session, t.c.e, q, k=5, candidates=300)]
 
         got = backend.session(run)
         exact = np.linalg.norm(x.astype(np.float64) - q, axis=1)
