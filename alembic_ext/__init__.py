@@ -38,8 +38,10 @@ if not DEFERRED:
     from . import render as _render  # noqa: F401  (registers the renderers)
     from .ops import (
         AlterVectorColumnOp,
+        CreateFullTextIndexOp,
         CreateVectorExtensionOp,
         CreateVectorIndexOp,
+        DropFullTextIndexOp,
         DropVectorExtensionOp,
         DropVectorIndexOp,
         ReindexVectorIndexOp,
@@ -53,6 +55,8 @@ __all__ = [
     "DropVectorIndexOp",
     "ReindexVectorIndexOp",
     "AlterVectorColumnOp",
+    "CreateFullTextIndexOp",
+    "DropFullTextIndexOp",
 ]
 
 _DEFAULT_PLUGINS = ["alembic.autogenerate.*"]
@@ -85,12 +89,16 @@ def _register_comparator() -> list[str]:
 
 
 def _is_vector_index(obj: Any, reflected: bool) -> bool:
+    """A vector or full-text index (which alembic_ext compares), declared or reflected."""
     from sqlalchemy_vectorknobs import VectorIndex
+    from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 
-    if isinstance(obj, VectorIndex):
+    if isinstance(obj, (VectorIndex, FullTextIndex)):
         return True
     if reflected:
         using = obj.dialect_options["postgresql"].get("using") if "postgresql" in obj.dialect_options else None
+        if using == "gin" and any("to_tsvector(" in str(e) for e in getattr(obj, "expressions", ())):
+            return True
         return using in ("hnsw", "ivfflat")
     return False
 

@@ -23,10 +23,17 @@ import sqlalchemy as sa
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import dialects
+from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 from sqlalchemy_vectorknobs.types import VectorType
 
 from .impl import live_column_type, sqlite_index_knobs
-from .ops import AlterVectorColumnOp, CreateVectorIndexOp, DropVectorIndexOp
+from .ops import (
+    AlterVectorColumnOp,
+    CreateFullTextIndexOp,
+    CreateVectorIndexOp,
+    DropFullTextIndexOp,
+    DropVectorIndexOp,
+)
 
 _OPCLASS = re.compile(r"^(vector|halfvec|bit|sparsevec)_(l2|ip|cosine|l1|hamming|jaccard)_ops$")
 _DISTANCE = {"l2": "l2", "ip": "ip", "cosine": "cosine", "l1": "l1", "hamming": "hamming", "jaccard": "jaccard"}
@@ -70,7 +77,32 @@ def compare_vectors(
             modify_ops.ops.append(
                 DropVectorIndexOp(name, tname, schema=schema, _reverse=op_from_catalog(info, _live_type(bind, info)))
             )
+    compare_fulltext(bind, modify_ops, schema, tname, conn_table, metadata_table)
     return _continue()
+
+
+def compare_fulltext(
+    bind: Any, modify_ops: Any, schema: Optional[str], tname: str, conn_table: Optional[sa.Table], metadata_table: sa.Table
+) -> None:
+    """FullTextIndex objects against the live full-text indexes this package made (columns and
+    configuration, or FTS5 tokenizer, compared)."""
+    support = dialects.for_dialect(bind.dialect)
+    live = support.fulltext_indexes(bind, tname, schema) if conn_table is not None else {}
+    wanted = {str(ix.name): ix for ix in metadata_table.indexes if isinstance(ix, FullTextIndex)}
+
+    def recreate(name: str, info: dict[str, Any]) -> CreateFullTextIndexOp:
+        return CreateFullTextIndexOp(name, tname, info["columns"], config=info["config"], tokenize=info["tokenize"], schema=schema)
+
+    for name, index in sorted(wanted.items()):
+        info = live.get(name)
+        if info is not None and support.fulltext_index_matches(index, info):
+            continue
+        if info is not None:
+            modify_ops.ops.append(DropFullTextIndexOp(name, tname, schema=schema, _reverse=recreate(name, info)))
+        modify_ops.ops.append(CreateFullTextIndexOp.from_index(index))
+    for name, info in sorted(live.items()):
+        if name not in wanted:
+            modify_ops.ops.append(DropFullTextIndexOp(name, tname, schema=schema, _reverse=recreate(name, info)))
 
 
 def _continue() -> Any:

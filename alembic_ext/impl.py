@@ -19,10 +19,13 @@ import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import dialects
 from sqlalchemy_vectorknobs.codec import Kind
 from sqlalchemy_vectorknobs.dialects.sqlite_search import parse_vec0
+from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 from sqlalchemy_vectorknobs.types import VectorType
 
 from .ops import (
     AlterVectorColumnOp,
+    CreateFullTextIndexOp,
+    DropFullTextIndexOp,
     CreateVectorExtensionOp,
     CreateVectorIndexOp,
     DropVectorExtensionOp,
@@ -218,3 +221,45 @@ def _alter_vector_column(operations: Operations, op: AlterVectorColumnOp) -> Non
         reflected.c[op.column_name].type = new
         column = reflected.c[info.expression]
         create_index(operations, vk.VectorIndex(info.name, column, **sqlite_index_knobs(info, column.type)))
+
+
+@Operations.implementation_for(CreateFullTextIndexOp)
+def _create_fulltext_index(operations: Operations, op: CreateFullTextIndexOp) -> None:
+    support = _support(operations)
+    if _online(operations):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", sa.exc.SAWarning)
+            table = sa.Table(op.table_name, sa.MetaData(), autoload_with=operations.get_bind(), schema=op.schema)
+    elif support.offline_index_ddl:
+        table = sa.Table(
+            op.table_name,
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True),
+            *[sa.Column(name, sa.Text) for name in op.columns],
+            schema=op.schema,
+        )
+    else:
+        raise vk.UnsupportedDialectError(
+            "Offline --sql migrations cannot create full-text indexes on this database: they need the live table "
+            "(SQLite's FTS5 table is keyed by its primary key); run the migration online."
+        )
+    missing = [name for name in op.columns if name not in table.c]
+    if missing:
+        raise vk.InvalidIndexError(f"create_fulltext_index: table '{op.table_name}' has no column '{missing[0]}'.")
+    index = FullTextIndex(op.index_name, *[table.c[name] for name in op.columns], config=op.config, tokenize=op.tokenize)
+    preparer = _preparer(operations)
+    for sql in support.fulltext_index_preamble(index, preparer):
+        operations.execute(sql)
+    if _online(operations):
+        support.before_create_fulltext_index(index, operations.get_bind())
+    impl: Any = operations.impl
+    impl._exec(CreateIndex(index))
+    for sql in support.fulltext_index_follow_up(index, preparer):
+        operations.execute(sql)
+
+
+@Operations.implementation_for(DropFullTextIndexOp)
+def _drop_fulltext_index(operations: Operations, op: DropFullTextIndexOp) -> None:
+    qualified = f"{op.schema}.{op.index_name}" if op.schema else op.index_name
+    for sql in _support(operations).drop_fulltext_index_sql(qualified, _preparer(operations)):
+        operations.execute(sql)

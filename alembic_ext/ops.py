@@ -19,6 +19,7 @@ from typing import Any, Optional
 from alembic.operations import BatchOperations, MigrateOperation, Operations
 
 from sqlalchemy_vectorknobs import VectorIndex
+from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 from sqlalchemy_vectorknobs.types import VectorType
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "DropVectorIndexOp",
     "ReindexVectorIndexOp",
     "AlterVectorColumnOp",
+    "CreateFullTextIndexOp",
+    "DropFullTextIndexOp",
     "INDEX_KNOBS",
 ]
 
@@ -288,3 +291,94 @@ class AlterVectorColumnOp(MigrateOperation):
             using=self.using,
             schema=self.schema,
         )
+
+
+@Operations.register_operation("create_fulltext_index")
+class CreateFullTextIndexOp(MigrateOperation):
+    """Create a :class:`sqlalchemy_vectorknobs.fulltext.FullTextIndex`: a GIN ``to_tsvector``
+    expression index on PostgreSQL, an FTS5 table with its triggers (filled from the existing
+    rows) on SQLite."""
+
+    def __init__(
+        self,
+        index_name: str,
+        table_name: str,
+        columns: list[str],
+        *,
+        config: str = "english",
+        tokenize: Optional[str] = None,
+        schema: Optional[str] = None,
+    ) -> None:
+        if isinstance(columns, str) or not columns:
+            raise TypeError("create_fulltext_index takes a list of text column names, e.g. ['title', 'body'].")
+        self.index_name = index_name
+        self.table_name = table_name
+        self.columns = list(columns)
+        self.config = config
+        self.tokenize = tokenize
+        self.schema = schema
+
+    @classmethod
+    def create_fulltext_index(
+        cls,
+        operations: Operations,
+        index_name: str,
+        table_name: str,
+        columns: list[str],
+        *,
+        config: str = "english",
+        tokenize: Optional[str] = None,
+        schema: Optional[str] = None,
+    ) -> None:
+        """Create a full-text index over ``columns`` of ``table_name``."""
+        operations.invoke(cls(index_name, table_name, columns, config=config, tokenize=tokenize, schema=schema))
+
+    @classmethod
+    def from_index(cls, index: FullTextIndex) -> CreateFullTextIndexOp:
+        opts = index.fulltext_options
+        table = index.table
+        assert table is not None, "the index is attached to its table"
+        return cls(
+            str(index.name),
+            table.name,
+            [c.name for c in index.text_columns],
+            config=opts.config,
+            tokenize=opts.tokenize,
+            schema=table.schema,
+        )
+
+    def reverse(self) -> DropFullTextIndexOp:
+        return DropFullTextIndexOp(self.index_name, self.table_name, schema=self.schema, _reverse=self)
+
+
+@Operations.register_operation("drop_fulltext_index")
+class DropFullTextIndexOp(MigrateOperation):
+    """Drop a full-text index and everything it created (on SQLite its FTS5 table and triggers)."""
+
+    def __init__(
+        self,
+        index_name: str,
+        table_name: str,
+        *,
+        schema: Optional[str] = None,
+        _reverse: Optional[CreateFullTextIndexOp] = None,
+    ) -> None:
+        self.index_name = index_name
+        self.table_name = table_name
+        self.schema = schema
+        self._reverse = _reverse
+
+    @classmethod
+    def drop_fulltext_index(
+        cls, operations: Operations, index_name: str, table_name: str, *, schema: Optional[str] = None
+    ) -> None:
+        """Drop a full-text index."""
+        operations.invoke(cls(index_name, table_name, schema=schema))
+
+    def reverse(self) -> CreateFullTextIndexOp:
+        if self._reverse is None:
+            raise ValueError(
+                f"drop_fulltext_index('{self.index_name}') cannot be reversed: the operation does not carry the "
+                "index definition; write the create_fulltext_index in the downgrade by hand."
+            )
+        return self._reverse

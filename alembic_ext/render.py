@@ -11,6 +11,8 @@ from sqlalchemy_vectorknobs.types import VectorType
 from .ops import (
     INDEX_KNOBS,
     AlterVectorColumnOp,
+    CreateFullTextIndexOp,
+    DropFullTextIndexOp,
     CreateVectorExtensionOp,
     CreateVectorIndexOp,
     DropVectorExtensionOp,
@@ -112,3 +114,23 @@ def _render_create_extension(autogen_context: Any, op: CreateVectorExtensionOp) 
 def _render_drop_extension(autogen_context: Any, op: DropVectorExtensionOp) -> str:
     _imports(autogen_context)
     return "op.drop_vector_extension()"
+
+
+@renderers.dispatch_for(CreateFullTextIndexOp)
+def _render_create_fulltext_index(autogen_context: Any, op: CreateFullTextIndexOp) -> str:
+    _imports(autogen_context)
+    parts = [repr(op.index_name), repr(op.table_name), repr(op.columns)]
+    if op.config != "english":
+        parts.append(f"config={op.config!r}")
+    if op.tokenize is not None:
+        parts.append(f"tokenize={op.tokenize!r}")
+    if op.schema:
+        parts.append(f"schema={op.schema!r}")
+    return f"op.create_fulltext_index({', '.join(parts)})"
+
+
+@renderers.dispatch_for(DropFullTextIndexOp)
+def _render_drop_fulltext_index(autogen_context: Any, op: DropFullTextIndexOp) -> str:
+    _imports(autogen_context)
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    return f"op.drop_fulltext_index({op.index_name!r}, {op.table_name!r}{schema})"

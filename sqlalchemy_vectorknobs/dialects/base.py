@@ -154,8 +154,14 @@ class DialectSupport(Protocol):
     def drop_fulltext_index_sql(self, name: str, preparer: Any) -> list[str]:
         """SQL that removes a FullTextIndex by name, with everything it created."""
 
-    def fulltext_index_names(self, connection: Connection, table: str, schema: Optional[str]) -> list[str]:
-        """Names of the live full-text indexes this package made on ``table``."""
+    def fulltext_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        """SQL to run before creating the index in a migration (SQLite: clear leftovers)."""
+
+    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+        """The live full-text indexes this package made on ``table``: {name: {columns, config, tokenize, definition}}."""
+
+    def fulltext_index_matches(self, index: Any, info: dict[str, Any]) -> bool:
+        """Whether a live full-text index (from ``fulltext_indexes``) is what ``index`` declares."""
 
     def fulltext_query_value(self, text: str, match: str, config: str) -> str:
         """The query text as the dialect's matcher reads it (``match``: 'websearch' or 'any')."""

@@ -19,6 +19,8 @@ from sqlalchemy.engine import Connection
 from .base import subquery_sql
 
 _WORD = re.compile(r"\w+")
+_DEF_CONFIG = re.compile(r"to_tsvector\('([^']+)'::regconfig")
+_DEF_COLUMN = re.compile(r'COALESCE\(("[^"]+"|\w+),')
 
 
 def _config_literal(config: str) -> Any:
@@ -74,8 +76,11 @@ class PostgreSQLText:
     def drop_fulltext_index_sql(self, name: str, preparer: Any) -> list[str]:
         return [f"DROP INDEX IF EXISTS {preparer.quote(name)}"]
 
-    def fulltext_index_names(self, connection: Connection, table: str, schema: Optional[str]) -> list[str]:
-        """Names of the GIN ``to_tsvector`` indexes on ``table``."""
+    def fulltext_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        return []  # a clash with an existing index should fail, not be replaced
+
+    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+        """The GIN ``to_tsvector`` indexes on ``table``: {name: {columns, config, tokenize, definition}}."""
         rows = connection.execute(
             sa.text(
                 "SELECT i.relname, pg_catalog.pg_get_indexdef(i.oid) FROM pg_catalog.pg_index ix "
@@ -87,7 +92,17 @@ class PostgreSQLText:
             ),
             {"t": table, "s": schema},
         )
-        return sorted(name for name, definition in rows if "to_tsvector(" in definition)
+        out = {}
+        for name, definition in rows:
+            config = _DEF_CONFIG.search(definition)
+            if config is None:
+                continue
+            columns = [c.strip('"') for c in _DEF_COLUMN.findall(definition)]
+            out[name] = {"columns": columns, "config": config.group(1), "tokenize": None, "definition": definition}
+        return out
+
+    def fulltext_index_matches(self, index: Any, info: dict[str, Any]) -> bool:
+        return bool([c.name for c in index.text_columns] == info["columns"] and index.config == info["config"])
 
     def fulltext_query_value(self, text: str, match: str, config: str) -> str:
         if match == "websearch":

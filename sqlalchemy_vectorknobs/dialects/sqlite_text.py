@@ -173,9 +173,33 @@ class SQLiteText:
         q = preparer.quote_identifier
         return [f"DROP TRIGGER IF EXISTS {q(name + suffix)}" for suffix in _TRIGGERS] + [f"DROP TABLE IF EXISTS {q(name)}"]
 
-    def fulltext_index_names(self, connection: Connection, table: str, schema: Optional[str]) -> list[str]:
-        """Names of the FTS5 tables this package made for ``table`` (found by their insert trigger)."""
-        return sorted(n for n, base in _fts_tables(connection).items() if base == table)
+    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+        """The FTS5 tables this package made for ``table`` (found by their insert trigger):
+        {name: {columns, config, tokenize, definition}}."""
+        out = {}
+        for name, (base, definition) in _fts_tables(connection).items():
+            if base != table:
+                continue
+            body = definition[definition.find("(") + 1 : definition.rfind(")")]
+            parts = [p.strip() for p in body.split(",")]
+            options = dict(p.split("=", 1) for p in parts if "=" in p)
+            tokenize = options.get("tokenize", "'unicode61'").strip("'\"")
+            config = {v: k for k, v in _TOKENIZERS.items()}.get(tokenize)
+            out[name] = {
+                "columns": [p for p in parts if "=" not in p],
+                "config": config or "english",
+                "tokenize": None if config else tokenize,
+                "definition": definition,
+            }
+        return out
+
+    def fulltext_index_preamble(self, index: Any, preparer: Any) -> list[str]:
+        # A table rebuild (batch migration) drops the triggers and leaves the FTS5 table orphaned.
+        return self.drop_fulltext_index_sql(str(index.name), preparer)
+
+    def fulltext_index_matches(self, index: Any, info: dict[str, Any]) -> bool:
+        tokenize = info["tokenize"] or _TOKENIZERS[info["config"]]
+        return bool([c.name for c in index.text_columns] == info["columns"] and self._tokenizer(index) == tokenize)
 
     def fulltext_query_value(self, text: str, match: str, config: str) -> str:
         if match == "websearch":
@@ -219,11 +243,11 @@ def _is_shadow(name: str, hidden: set[str]) -> bool:
     return bool(match and match.group("base") in hidden)
 
 
-def _fts_tables(connection: Any) -> dict[str, str]:
-    """{FTS5 table: base table} for the FTS5 tables that have this package's insert trigger."""
+def _fts_tables(connection: Any) -> dict[str, tuple[str, str]]:
+    """{FTS5 table: (base table, definition)} for the FTS5 tables that have this package's insert trigger."""
     rows = connection.exec_driver_sql(
-        "SELECT v.name, t.tbl_name FROM sqlite_master v JOIN sqlite_master t "
+        "SELECT v.name, t.tbl_name, v.sql FROM sqlite_master v JOIN sqlite_master t "
         "ON t.type = 'trigger' AND t.name = v.name || '__ai' "
         "WHERE v.type = 'table' AND v.sql LIKE 'CREATE VIRTUAL TABLE%' AND lower(v.sql) LIKE '%using fts5%'"
     )
-    return {name: base for name, base in rows}
+    return {name: (base, sql) for name, base, sql in rows}
