@@ -36,6 +36,7 @@ bench: $(VENV)/.stamp-test
 	$(BIN)/python benchmarks/bench_transport.py
 	$(BIN)/python benchmarks/bench_search.py
 	$(BIN)/python benchmarks/bench_embedding.py
+	$(BIN)/python benchmarks/bench_hybrid.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache *.egg-info

@@ -50,10 +50,21 @@ from .exc import (
     VectorKnobsError,
     VectorTypeError,
 )
+from .fulltext import FullTextIndex
 from .index import VectorIndex, VectorIndexOptions
 from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
 from .query import ExplainResult, explain, nearest, search_settings
+from .rerank import ammr, arerank, mmr, rerank, rerank_query
+from .search import (
+    VectorSearchResult,
+    anear_text,
+    asearch_results,
+    hybrid_search,
+    near_text,
+    search_results,
+    text_search,
+)
 from .sync import (
     Attachment,
     DeadLetter,
@@ -139,4 +150,17 @@ __all__ = [
     "rebuild",
     "verify",
     "DriftReport",
+    "FullTextIndex",
+    "near_text",
+    "anear_text",
+    "text_search",
+    "hybrid_search",
+    "VectorSearchResult",
+    "search_results",
+    "asearch_results",
+    "mmr",
+    "ammr",
+    "rerank",
+    "arerank",
+    "rerank_query",
 ]
