@@ -38,9 +38,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
-from sqlalchemy_vectorknobs.fulltext import FullTextIndex
-from sqlalchemy_vectorknobs.rerank import mmr
-from sqlalchemy_vectorknobs.search import hybrid_search, near_text, search_results, text_search
 
 MODULES = """abc argparse array ast asyncio base64 binascii bisect bz2 calendar cmd code codecs codeop
 collections collections.abc colorsys compileall concurrent.futures configparser contextlib contextvars
@@ -105,7 +102,7 @@ def make_model(embedder: Any) -> Any:
         body: Mapped[Optional[str]] = mapped_column(sa.Text)
         embedding = vk.embedded_column(vk.Vector(embedder.dim), source=("title", "body"), embedder=embedder)
         __table_args__ = (
-            FullTextIndex("example_search_docs_fts", "title", "body", config="english"),
+            vk.FullTextIndex("example_search_docs_fts", "title", "body", config="english"),
             vk.VectorIndex("example_search_docs_vec", "embedding", distance="cosine", metadata_columns=["kind"]),
         )
 
@@ -142,20 +139,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     with Session(engine) as session:
         for number, question in enumerate(QUESTIONS, 2):
             print(f"\n{number}. {question!r}")
-            words = [d.title for d, _ in session.execute(text_search(Doc, question, k=3))]
+            words = [d.title for d, _ in session.execute(vk.text_search(Doc, question, k=3))]
             print(f"   full text : {', '.join(words)}")
-            near = [d.title for d, _ in session.execute(near_text(Doc.embedding, question, k=3))]
+            near = [d.title for d, _ in session.execute(vk.near_text(Doc.embedding, question, k=3))]
             print(f"   vectors   : {', '.join(near)}")
-            stmt = hybrid_search(Doc, text=question, k=5)
+            stmt = vk.hybrid_search(Doc, text=question, k=5)
             statements.clear()
-            hits = search_results(session, stmt)
+            hits = vk.search_results(session, stmt)
             sent = len(statements)
             print(f"   hybrid (RRF, {sent} SQL statement{'s' if sent != 1 else ''}):")
             for hit in hits:
                 print(f"     {hit.rank}. {hit.score:.4f}  d={hit.distance:.3f}  {hit.entity.title}")
             failures += sent != 1 or len(hits) != 5
 
-        plan = vk.explain(session, hybrid_search(Doc, text=QUESTIONS[0], k=5))
+        plan = vk.explain(session, vk.hybrid_search(Doc, text=QUESTIONS[0], k=5))
         fts_used = "example_search_docs_fts" in plan.plan
         print(f"\n   indexes in the hybrid plan: vector {plan.vector_indexes_used}, full text "
               f"{'example_search_docs_fts' if fts_used else 'none (a table this small may be scanned)'}")
@@ -164,9 +161,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         question = "read lines from a text file"
         print(f"\n5. weighted fusion (0.7 text, 0.3 vector), functions only, score >= 0.5: {question!r}")
-        stmt = hybrid_search(Doc, text=question, k=5, fusion="weighted", weights=(0.7, 0.3), match="any",
+        stmt = vk.hybrid_search(Doc, text=question, k=5, fusion="weighted", weights=(0.7, 0.3), match="any",
                              where=Doc.kind == "function", min_score=0.5)
-        hits = search_results(session, stmt)
+        hits = vk.search_results(session, stmt)
         for hit in hits:
             print(f"     {hit.rank}. {hit.score:.3f}  {hit.entity.kind:<8} {hit.entity.title}")
         failures += not hits or any(h.entity.kind != "function" or h.score < 0.5 for h in hits)
@@ -174,13 +171,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         question = "compress data"
         q = embedder.embed([question])[0]
         plain = [d for d, _ in session.execute(vk.nearest(Doc.embedding, q, k=6))]
-        diverse = [d for d, _ in mmr(session, Doc.embedding, q, k=6, lambda_=0.3)]
+        diverse = [d for d, _ in vk.mmr(session, Doc.embedding, q, k=6, lambda_=0.3)]
         print(f"\n6. {question!r}: nearest 6 come from {len({d.module for d in plain})} module(s), "
-              f"mmr(lambda_=0.3) from {len({d.module for d in diverse})}")
+              f"vk.mmr(lambda_=0.3) from {len({d.module for d in diverse})}")
         print(f"   nearest: {', '.join(d.title for d in plain)}")
         print(f"   mmr    : {', '.join(d.title for d in diverse)}")
-        same = [d.id for d, _ in mmr(session, Doc.embedding, q, k=6, lambda_=1.0)] == [d.id for d in plain]
-        print(f"   mmr(lambda_=1) equals nearest: {'yes' if same else 'no'}")
+        same = [d.id for d, _ in vk.mmr(session, Doc.embedding, q, k=6, lambda_=1.0)] == [d.id for d in plain]
+        print(f"   vk.mmr(lambda_=1) equals nearest: {'yes' if same else 'no'}")
         failures += not same
     engine.dispose()
     print("\nOK" if not failures else "\nCHECKS FAILED")

@@ -28,7 +28,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 import sqlalchemy_vectorknobs as vk
-from sqlalchemy_vectorknobs.sync import attach, drain, outbox_table, verify
 
 EMBEDDER = vk.HashingEmbedder(64)
 
@@ -71,7 +70,7 @@ def embed(text: str) -> Any:
 def pending(session: Session, *mirrors: Any) -> int:
     """Outbox rows waiting for these mirrors."""
     names = [m.name for m in mirrors]
-    stmt = sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.mirror.in_(names))
+    stmt = sa.select(sa.func.count()).select_from(vk.outbox_table).where(vk.outbox_table.c.mirror.in_(names))
     return int(session.scalar(stmt) or 0)
 
 
@@ -88,9 +87,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     faiss = vk.FaissMirror(Article.embedding, path=faiss_path, kind="hnsw", metadata_columns=["module"])
     memory = vk.MemoryMirror(Article.embedding, metadata_columns=["module"])
     maker = sessionmaker(engine)
-    attachment = attach(maker, mirrors=[faiss, memory], outbox=True)  # also creates vk_outbox
+    attachment = vk.attach(maker, mirrors=[faiss, memory], outbox=True)  # also creates vk_outbox
     with engine.begin() as conn:  # a fresh start: forget what earlier runs left for these mirrors
-        conn.execute(outbox_table.delete().where(outbox_table.c.mirror.in_([faiss.name, memory.name])))
+        conn.execute(vk.outbox_table.delete().where(vk.outbox_table.c.mirror.in_([faiss.name, memory.name])))
     print(f"database: {engine.dialect.name}; mirrors: {faiss.name} ({faiss.kind}), {memory.name}")
 
     articles = stdlib_articles()
@@ -133,27 +132,27 @@ def main(argv: Optional[list[str]] = None) -> None:
         session.execute(sa.text(f"UPDATE {Article.__tablename__} SET module = 'raw' WHERE id IN (20, 21)"))
         session.execute(sa.text(f"DELETE FROM {Article.__tablename__} WHERE id = 22"))
         session.commit()
-        report = verify(session, faiss)
+        report = vk.verify(session, faiss)
         print(f"5. raw SQL behind the ORM: {report}")
-        report = verify(session, faiss, repair=True)
-        print(f"   {report}; now: {verify(session, faiss)}")
-        verify(session, memory, repair=True)
+        report = vk.verify(session, faiss, repair=True)
+        print(f"   {report}; now: {vk.verify(session, faiss)}")
+        vk.verify(session, memory, repair=True)
 
     attachment.detach()
-    worker_mode = attach(maker, mirrors=[faiss, memory], outbox=True, drain_after_commit=False)
+    worker_mode = vk.attach(maker, mirrors=[faiss, memory], outbox=True, drain_after_commit=False)
     with maker() as session:
         for a in session.scalars(sa.select(Article).where(Article.module == "textwrap")):
             a.embedding = embed(a.title + " (rewrapped)")
         session.commit()
         queued = pending(session, faiss, memory)
-        report = drain(engine, [faiss, memory])
+        report = vk.drain(engine, [faiss, memory])
         print(f"6. worker mode: outbox pending {queued} after commit; drain: {report}; pending now {pending(session, faiss, memory)}")
     worker_mode.detach()
     faiss.close()
 
     with vk.FaissMirror(Article.embedding, path=faiss_path, kind="hnsw", metadata_columns=["module"]) as reopened, maker() as session:
-        print(f"7. reopened {faiss_path.name}: {reopened.count()} vectors; {verify(session, reopened)}; "
-              f"memory: {verify(session, memory)}")
+        print(f"7. reopened {faiss_path.name}: {reopened.count()} vectors; {vk.verify(session, reopened)}; "
+              f"memory: {vk.verify(session, memory)}")
     engine.dispose()
     print("OK")
 
