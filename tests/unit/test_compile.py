@@ -91,3 +91,23 @@ def test_statement_caching_reuses_compiled_sql() -> None:
     c = sa.select(doc.c.id).order_by(doc.c.v.cosine_distance([4, 5, 6]))
     assert a._generate_cache_key() == b._generate_cache_key()
     assert a._generate_cache_key() != c._generate_cache_key()
+
+
+@pytest.mark.parametrize(
+    ("precision", "k", "candidates", "ef_search"),
+    [(None, 10, None, None), ("halfvec", 10, 100, 100), ("binary", 10, 400, 400), ("binary", 30, 1200, 1000)],
+)
+def test_quantized_indexes_widen_the_scan_for_their_candidates(
+    precision: object, k: int, candidates: object, ef_search: object
+) -> None:
+    """A binary index proposes 40 * k (at least 400) candidates and HNSW is asked for as many."""
+    t = sa.Table(
+        f"q_{precision}", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", vk.Vector(64))
+    )
+    vk.VectorIndex(f"q_{precision}_ix", t.c.v, distance="cosine", precision=precision)
+    stmt = vk.nearest(t.c.v, [0.5] * 64, k=k)
+    rendered = sql(stmt, PG)
+    defaults = stmt.get_execution_options().get("vector_search_defaults", {})
+    assert defaults.get("ef_search") == ef_search
+    if candidates is not None:
+        assert f"LIMIT {candidates})" in rendered and f"LIMIT {k})" in rendered
