@@ -12,9 +12,10 @@
 * **Collect.** During flush (``after_flush``) the primary keys of inserted, deleted and updated
   rows of mirrored tables are recorded, never ORM objects; an update counts only if it changed the
   vector or a metadata column (attribute history). ORM bulk statements are seen in
-  ``do_orm_execute``: ``update()``/``delete()`` with criteria have their primary keys selected in
-  the same transaction just before they run, bulk UPDATE by primary key and bulk INSERT take them
-  from the parameters (or from ``RETURNING`` when an INSERT does not give them).
+  ``do_orm_execute``: ``update()``/``delete()`` with criteria report the keys they changed through
+  ``RETURNING`` (on databases without it, or when the statement returns columns of its own, the
+  keys are selected in the same transaction just before it runs), bulk UPDATE by primary key and
+  bulk INSERT take them from the parameters (or from ``RETURNING`` when an INSERT does not give them).
 * **Per transaction.** Keys are kept per ``SessionTransaction``: a savepoint that rolls back
   discards its keys, a released savepoint hands them to the enclosing transaction, and a rollback
   of the whole transaction discards everything. Nothing touches a mirror before the commit.

@@ -8,8 +8,11 @@ in the attachment), ``{pk: "upsert" | "delete"}``:
   metadata columns changed according to attribute history (a changed primary key counts as a
   delete of the old key and an upsert of the new); deleted rows, keyed by their identity;
 * from an ORM statement (``do_orm_execute``), which it runs itself: ``update()``/``delete()``
-  with criteria have their keys selected in the same transaction just before they run (an
-  UPDATE only if it sets a watched column); bulk UPDATE by primary key and INSERT with parameters
+  with criteria report their keys through ``RETURNING`` (added with ``return_defaults``, so the
+  caller's result keeps its ``rowcount``; an UPDATE counts only if it sets a watched column); a
+  statement that already returns columns, or a database without UPDATE/DELETE ... RETURNING, has
+  its keys selected in the same transaction just before it runs instead; bulk UPDATE by primary
+  key and INSERT with parameters
   take the keys from the parameters; an INSERT that does not give its keys gets ``RETURNING`` of
   the key added, and the caller still receives the result it asked for.
 """
@@ -182,12 +185,22 @@ class Collector:
             op = "upsert"
         else:
             where = getattr(stmt, "whereclause", None)
+            returning = conn.dialect.update_returning if orm_state.is_update else conn.dialect.delete_returning
             if orm_state.is_executemany or (rows and where is None):  # by primary key, from the parameters
                 pks = [pk for pk in map(pk_of, rows) if pk is not None]
+                result = orm_state.invoke_statement()
+            elif returning and not getattr(stmt, "_returning", ()) and not getattr(stmt, "_return_defaults", False):
+                # The statement reports the rows it changed: exact even when other transactions
+                # commit rows that match its criteria while it runs.
+                pk_expr = getattr(mapper.class_, mapper.get_property_by_column(pk_col).key) if mapper is not None else pk_col
+                result = orm_state.invoke_statement(statement=stmt.return_defaults(pk_expr))
+                pks = [row[0] for row in getattr(result, "returned_defaults_rows", None) or ()]
             else:
+                # Selected just before the statement runs, in the same transaction (a row another
+                # transaction commits in between can be missed: vk.verify finds it).
                 select = sa.select(pk_col) if where is None else sa.select(pk_col).where(where)
                 pks = list(conn.execute(select, rows[0] if rows else None).scalars())
-            result = orm_state.invoke_statement()
+                result = orm_state.invoke_statement()
             op = "upsert" if orm_state.is_update else "delete"
         changes = {i: dict.fromkeys(pks, op) for i in indexes} if pks else {}
         return result, changes, conn
