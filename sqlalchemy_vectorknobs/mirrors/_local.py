@@ -25,12 +25,15 @@ class VersionMap:
         """The version last applied to ``pk`` (None if none)."""
         return self._versions.get(pk)
 
-    def accepts(self, pk: Any, version: Optional[int]) -> bool:
-        """True if a write with ``version`` (None = unversioned) should be applied to ``pk``."""
+    def accepts(self, pk: Any, version: Optional[int], gte: bool = False) -> bool:
+        """True if a write with ``version`` (None = unversioned) should be applied to ``pk``.
+
+        ``gte``: a version equal to the recorded one is applied too (a rebuild's copy).
+        """
         if version is None:
             return True
         current = self._versions.get(pk)
-        return current is None or version > current
+        return current is None or version > current or (gte and version == current)
 
     def record(self, pk: Any, version: Optional[int]) -> None:
         """Remember ``version`` for ``pk``; an unversioned write keeps what was recorded."""
@@ -45,6 +48,11 @@ class VersionMap:
 
     def load(self, pairs: Iterable[tuple[Any, int]]) -> None:
         self._versions = {pk: int(v) for pk, v in pairs}
+
+    def pick(self, ids: Iterable[Any]) -> dict[Any, int]:
+        """The recorded version of each of ``ids`` that has one."""
+        got = self._versions
+        return {pk: got[pk] for pk in ids if pk in got}
 
 
 def _key(value: Any) -> Any:

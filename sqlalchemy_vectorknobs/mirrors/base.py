@@ -29,6 +29,11 @@ upsert that arrives later cannot resurrect the vector. A write without a version
 keeps the recorded version, if any. Within one batch the highest version of an id wins (the last
 entry, for unversioned writes). ``clear()`` forgets every version.
 
+Generations: :func:`~sqlalchemy_vectorknobs.rebuild` fills a new, empty *generation* of a mirror
+beside the live one (``_new_generation``), copying recorded versions and tombstones over, and swaps
+it in under the mirror's lock (``_adopt_generation``), so searches keep working while it runs. A
+backend that returns None from ``_new_generation`` (the default) is rebuilt in place instead.
+
 Validation happens before anything is written: a wrong dimension, NaN/Inf, a bad id or metadata
 value raises (:class:`~sqlalchemy_vectorknobs.exc.InvalidVectorError` and subclasses for vectors,
 :class:`InvalidMirrorError` for the rest) and leaves the mirror unchanged. Failures of the backend
@@ -131,6 +136,8 @@ class UpsertBatch:
     vectors: F32  # (n, dim) float32
     metadata: list[dict[str, Any]]  # one dict per id; only metadata columns, no None values
     versions: Optional[list[int]]
+    #: Apply a version equal to the recorded one too (rebuilds copying versions into a new generation).
+    gte: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,7 @@ class DeleteBatch:
 
     ids: list[Any]
     versions: Optional[list[int]]
+    gte: bool = False
 
 
 def exact_distances(matrix: np.ndarray, query: np.ndarray, distance: Distance) -> npt.NDArray[np.float64]:
@@ -227,6 +235,8 @@ class BaseMirror:
         self._pk_type = self._resolve_pk_type()
         self._lock = threading.RLock()
         self._closed = False
+        #: While a rebuild runs: the ids written since it started (it copies them again before the swap).
+        self._recording: Optional[set[Any]] = None
 
     # ------------------------------------------------------------------ read-only description
 
@@ -298,6 +308,8 @@ class BaseMirror:
         with self._lock:
             self._check_open()
             batch = self._check_upsert(ids, vectors, metadata, versions)
+            if self._recording is not None:
+                self._recording.update(batch.ids)
             return self._upsert(batch) if batch.ids else 0
 
     def delete(self, ids: Sequence[Any], *, versions: Optional[Sequence[int]] = None) -> int:
@@ -307,6 +319,8 @@ class BaseMirror:
             checked = self._check_ids(ids)
             vers = self._check_versions(versions, len(checked))
             batch = DeleteBatch(*_dedupe(checked, vers))
+            if self._recording is not None:
+                self._recording.update(batch.ids)
             return self._delete(batch) if batch.ids else 0
 
     def search(self, vector: Any, k: int = 10, where: Optional[Where] = None) -> list[tuple[Any, float]]:
@@ -344,6 +358,8 @@ class BaseMirror:
         """Remove every record and forget every recorded version."""
         with self._lock:
             self._check_open()
+            if self._recording is not None:
+                raise InvalidMirrorError(f"Mirror '{self._name}' is being rebuilt; clear it after vk.rebuild has finished.")
             self._clear()
 
     def close(self) -> None:
@@ -380,6 +396,132 @@ class BaseMirror:
 
     def _close(self) -> None:
         pass
+
+    # ------------------------------------------------------------------ generations (used by vk.rebuild)
+
+    def _new_generation(self) -> Optional[BaseMirror]:
+        """An empty mirror like this one with storage of its own, to be filled and swapped in; None: no generations."""
+        return None
+
+    def _adopt_generation(self, generation: Any) -> None:
+        """Take over ``generation``'s storage (called under the lock); the old storage is released."""
+        raise NotImplementedError
+
+    def _discard_generation(self, generation: Any) -> None:
+        """Drop a generation that will not be swapped in (a failed rebuild)."""
+        generation.close()
+
+    def _recorded_versions(self, ids: list[Any]) -> dict[Any, int]:
+        """The version recorded for each of ``ids`` that has one, tombstones included."""
+        raise NotImplementedError
+
+    def _tombstone_ids(self) -> list[Any]:
+        """The ids that have a recorded version but no vector (versioned deletes)."""
+        raise NotImplementedError
+
+    def recorded_versions(self, ids: Iterable[Any]) -> dict[Any, int]:
+        """The version recorded for each of ``ids`` that has one (tombstones included)."""
+        with self._lock:
+            self._check_open()
+            checked = list(dict.fromkeys(self._check_ids(ids)))
+            return self._recorded_versions(checked) if checked else {}
+
+    def tombstone_ids(self) -> list[Any]:
+        """The ids whose last write was a versioned delete (the mirror remembers their version)."""
+        with self._lock:
+            self._check_open()
+            return self._tombstone_ids()
+
+    def begin_generation(self) -> Optional[BaseMirror]:
+        """Start a rebuild: an empty new generation, or None when this backend rebuilds in place.
+
+        From now until :meth:`end_generation` the ids of every write are remembered, so
+        :func:`~sqlalchemy_vectorknobs.rebuild` can copy them into the generation again before it
+        swaps. One rebuild at a time.
+        """
+        with self._lock:
+            self._check_open()
+            if self._recording is not None:
+                raise InvalidMirrorError(f"Mirror '{self._name}' is already being rebuilt; wait for that rebuild to finish.")
+            generation = self._new_generation()
+            if generation is not None:
+                self._recording = set()
+            return generation
+
+    def written_since(self) -> list[Any]:
+        """The ids written since the last call (or since :meth:`begin_generation`), forgotten as they are returned."""
+        with self._lock:
+            if self._recording is None:
+                return []
+            ids = list(self._recording)
+            self._recording.clear()
+            return ids
+
+    def end_generation(
+        self, generation: Any, *, swap: bool, catch_up: Optional[Callable[[list[Any]], None]] = None
+    ) -> bool:
+        """Swap ``generation`` in (``swap=True``) or drop it, stop remembering writes; True if swapped.
+
+        The swap holds the lock throughout. Without ``catch_up`` it happens only if no write arrived
+        since the last :meth:`written_since` (False otherwise: copy those and try again). With
+        ``catch_up``, that function first receives the ids written since (to copy them into the
+        generation), then the generation replaces the live storage, so no write falls between.
+        """
+        with self._lock:
+            try:
+                if swap:
+                    self._check_open()
+                    if catch_up is None and self._recording:
+                        return False
+                    if catch_up is not None:
+                        catch_up(self.written_since())
+            except BaseException:
+                self._recording = None
+                self._discard_generation(generation)
+                raise
+            self._recording = None
+            if not swap:
+                self._discard_generation(generation)
+                return False
+            # A failure from here on leaves the storage to the backend (it may be half swapped).
+            self._adopt_generation(generation)
+            return True
+
+    def write_generation(
+        self,
+        upserts: tuple[list[Any], list[Any], list[Optional[Metadata]], list[Optional[int]]],
+        deletes: tuple[list[Any], list[Optional[int]]],
+    ) -> None:
+        """Write rows read from SQL into a generation being built, carrying the live mirror's versions.
+
+        ``upserts`` is (ids, vectors, metadata, versions), ``deletes`` is (ids, versions); a version
+        of None means the live mirror recorded none. A versioned write applies when its version is
+        *at least* the recorded one (the data was read after that version was recorded).
+        """
+        with self._lock:
+            self._check_open()
+            ids, vectors, metadata, versions = upserts
+            if ids:
+                batch = self._check_upsert(ids, vectors, metadata, None)
+                given = dict(zip(ids, versions))
+                position = {pk: row for row, pk in enumerate(batch.ids)}
+                for part in _split_versions(batch.ids, given):
+                    rows = [position[pk] for pk in part]
+                    vers = [given[pk] for pk in part]
+                    self._upsert(
+                        UpsertBatch(
+                            part,
+                            batch.vectors[rows],
+                            [batch.metadata[r] for r in rows],
+                            None if vers[0] is None else [int(v) for v in vers if v is not None],
+                            gte=True,
+                        )
+                    )
+            del_ids, del_versions = deletes
+            # An id the live mirror holds no version for has nothing to remember in the new generation.
+            kept = [(pk, v) for pk, v in zip(self._check_ids(del_ids), del_versions) if v is not None]
+            if kept:
+                self._delete(DeleteBatch([pk for pk, _ in kept], [int(v) for _, v in kept], gte=True))
 
     # ------------------------------------------------------------------ validation helpers
 
@@ -610,6 +752,13 @@ def _check_metadata_columns(column: sa.Column[Any], names: Sequence[str], owner:
         if name not in out:
             out.append(name)
     return tuple(out)
+
+
+def _split_versions(ids: list[Any], versions: Mapping[Any, Optional[int]]) -> list[list[Any]]:
+    """``ids`` split into the ones with a version and the ones without (empty parts left out)."""
+    with_v = [pk for pk in ids if versions.get(pk) is not None]
+    without = [pk for pk in ids if versions.get(pk) is None]
+    return [part for part in (with_v, without) if part]
 
 
 def _dedupe(ids: list[Any], versions: Optional[list[int]]) -> tuple[list[Any], Optional[list[int]]]:

@@ -40,6 +40,9 @@ __all__ = ["ChromaMirror"]
 
 VERSION_KEY = "_vk_version"
 TOMBSTONE_SUFFIX = "_vk_tombstones"
+#: Where a rebuild builds the next generation, and where the replaced one waits to be deleted.
+REBUILD_SUFFIX = "_vk_rebuild"
+RETIRED_SUFFIX = "_vk_retired"
 _SPACES = {Distance.COSINE: "cosine", Distance.L2: "l2", Distance.INNER_PRODUCT: "ip"}
 _PAGE = 1000
 
@@ -142,7 +145,7 @@ class ChromaMirror(BaseMirror):
         for i, key in enumerate(keys):
             version = batch.versions[i] if batch.versions is not None else None
             current = recorded.get(key)
-            if version is not None and current is not None and version <= current:
+            if version is not None and current is not None and (version < current if batch.gte else version <= current):
                 continue
             rows.append(i)
             # Chroma merges metadata on upsert; None removes a key, so every column is named.
@@ -172,7 +175,7 @@ class ChromaMirror(BaseMirror):
         for i, key in enumerate(keys):
             version = batch.versions[i] if batch.versions is not None else None
             current = recorded.get(key)
-            if version is not None and current is not None and version <= current:
+            if version is not None and current is not None and (version < current if batch.gte else version <= current):
                 continue
             gone.append(key)
             keep = version if version is not None else current
@@ -194,11 +197,7 @@ class ChromaMirror(BaseMirror):
         return len(gone)
 
     def _clear(self) -> None:
-        for coll_name in (self._collection_name, self._collection_name + TOMBSTONE_SUFFIX):
-            try:
-                self._client.delete_collection(coll_name)
-            except Exception:  # noqa: BLE001 - already gone is fine; reopening reports real failures
-                pass
+        self._drop_collections(self._collection_name)  # reopening reports real failures
         self._open_collections()
 
     def _close(self) -> None:
@@ -207,6 +206,58 @@ class ChromaMirror(BaseMirror):
                 self._client.close()
             except Exception:  # noqa: BLE001 - closing must not mask the caller's work
                 pass
+
+    # ------------------------------------------------------------------ generations
+
+    def _new_generation(self) -> ChromaMirror:
+        """Collections ``<collection>_vk_rebuild`` (and its tombstones) on the same client."""
+        name = self._collection_name + REBUILD_SUFFIX
+        self._drop_collections(name)  # left over from a rebuild that died
+        return ChromaMirror(
+            self.column,
+            client=self._client,
+            collection=name,
+            distance=self.distance,
+            metadata_columns=self.metadata_columns,
+            name=self.name,
+            collection_metadata=self._extra_metadata,
+        )
+
+    def _adopt_generation(self, generation: Any) -> None:
+        # Renames keep the collection ids, so the handles stay valid; the old collections move
+        # aside before the new ones take their names, and are deleted last.
+        retired = self._collection_name + RETIRED_SUFFIX
+        self._drop_collections(retired)
+        try:
+            self._main.modify(name=retired)
+            self._tombs.modify(name=retired + TOMBSTONE_SUFFIX)
+            generation._main.modify(name=self._collection_name)
+            generation._tombs.modify(name=self._collection_name + TOMBSTONE_SUFFIX)
+        except Exception as err:  # noqa: BLE001 - Chroma raises many types; all are backend failures
+            raise MirrorError(
+                f"ChromaMirror '{self.name}' could not swap in the rebuilt collection '{generation._collection_name}': {err}."
+            ) from err
+        self._main, self._tombs = generation._main, generation._tombs
+        generation.close()
+        self._drop_collections(retired)
+
+    def _discard_generation(self, generation: Any) -> None:
+        generation.close()
+        self._drop_collections(generation._collection_name)
+
+    def _drop_collections(self, name: str) -> None:
+        for coll_name in (name, name + TOMBSTONE_SUFFIX):
+            try:
+                self._client.delete_collection(coll_name)
+            except Exception:  # noqa: BLE001 - absent is fine
+                pass
+
+    def _recorded_versions(self, ids: list[Any]) -> dict[Any, int]:
+        versions, _, _ = self._recorded([self.pk_to_str(pk) for pk in ids])
+        return {self.pk_from_str(key): v for key, v in versions.items()}
+
+    def _tombstone_ids(self) -> list[Any]:
+        return [self.pk_from_str(key) for key in self._list(self._tombs)]
 
     # ------------------------------------------------------------------ reads
 
@@ -244,14 +295,16 @@ class ChromaMirror(BaseMirror):
         return out
 
     def _ids(self) -> set[Any]:
-        out: set[Any] = set()
-        offset = 0
+        return {self.pk_from_str(key) for key in self._list(self._main)}
+
+    def _list(self, collection: Any) -> list[str]:
+        out: list[str] = []
+        page = min(_PAGE, self._batch)
         while True:
-            got = self._call("list", self._main.get, include=[], limit=_PAGE, offset=offset)
-            out.update(self.pk_from_str(key) for key in got["ids"])
-            if len(got["ids"]) < _PAGE:
+            got = self._call("list", collection.get, include=[], limit=page, offset=len(out))
+            out.extend(got["ids"])
+            if len(got["ids"]) < page:
                 return out
-            offset += _PAGE
 
     def _count(self) -> int:
         return int(self._call("count", self._main.count))

@@ -80,6 +80,8 @@ FORMAT = 1
 _HEADER_LEN = struct.Struct("<Q")
 # Faiss pads missing results with label -1 and distance +-FLT_MAX (about 3.4e38).
 _PAD_DISTANCE = 3.0e38
+# Everything a generation hands over when it is swapped in.
+_STATE = ("_index", "_trained", "_live", "_norms", "_slot_pk", "_alive", "_pos", "_dead", "_versions", "_meta")
 
 
 class FaissMirror(BaseMirror):
@@ -254,7 +256,7 @@ class FaissMirror(BaseMirror):
     def _upsert(self, batch: UpsertBatch) -> int:
         rows = [
             i for i, pk in enumerate(batch.ids)
-            if self._versions.accepts(pk, batch.versions[i] if batch.versions is not None else None)
+            if self._versions.accepts(pk, batch.versions[i] if batch.versions is not None else None, batch.gte)
         ]
         if not rows:
             return 0
@@ -293,7 +295,7 @@ class FaissMirror(BaseMirror):
         gone: list[int] = []
         for i, pk in enumerate(batch.ids):
             version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version):
+            if not self._versions.accepts(pk, version, batch.gte):
                 continue
             applied += 1
             self._versions.record(pk, version)  # the tombstone: an older upsert stays ignored
@@ -403,6 +405,39 @@ class FaissMirror(BaseMirror):
 
     def _count(self) -> int:
         return len(self._live)
+
+    # ------------------------------------------------------------------ generations
+
+    def _new_generation(self) -> FaissMirror:
+        """An empty in-memory index with this mirror's settings (it reaches the file when swapped in)."""
+        return FaissMirror(
+            self.column,
+            kind=self._kind,
+            distance=self.distance,
+            metadata_columns=self.metadata_columns,
+            name=self.name,
+            m=self._m,
+            ef_construction=self._ef_construction,
+            ef_search=self._ef_search,
+            nlist=self._nlist,
+            nprobe=self._nprobe,
+            train_size=self._train_size,
+            tombstone_ratio=self._tombstone_ratio,
+            exact_filter_limit=self._exact_filter_limit,
+            autosave=False,
+        )
+
+    def _adopt_generation(self, generation: Any) -> None:
+        for attr in _STATE:
+            setattr(self, attr, getattr(generation, attr))
+        generation.close()  # memory only: nothing to save
+        self._changed()  # one atomic save of the new generation
+
+    def _recorded_versions(self, ids: list[Any]) -> dict[Any, int]:
+        return self._versions.pick(ids)
+
+    def _tombstone_ids(self) -> list[Any]:
+        return [pk for pk, _ in self._versions.items() if pk not in self._live]
 
     def metadata(self, pk: int) -> dict[str, Any]:
         """The metadata stored for ``pk`` (empty if none)."""

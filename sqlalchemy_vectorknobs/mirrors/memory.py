@@ -50,7 +50,7 @@ class MemoryMirror(BaseMirror):
         applied = 0
         for i, pk in enumerate(batch.ids):
             version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version):
+            if not self._versions.accepts(pk, version, batch.gte):
                 continue
             self._vectors.pop(pk, None)  # re-insert: an updated id moves to the end, like a new row
             self._vectors[pk] = batch.vectors[i].copy()
@@ -64,7 +64,7 @@ class MemoryMirror(BaseMirror):
         applied = 0
         for i, pk in enumerate(batch.ids):
             version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version):
+            if not self._versions.accepts(pk, version, batch.gte):
                 continue
             self._vectors.pop(pk, None)
             self._meta.remove(pk)
@@ -104,6 +104,22 @@ class MemoryMirror(BaseMirror):
         self._meta.clear()
         self._versions.clear()
         self._matrix = None
+
+    # ------------------------------------------------------------------ generations
+
+    def _new_generation(self) -> MemoryMirror:
+        return MemoryMirror(self.column, distance=self.distance, metadata_columns=self.metadata_columns, name=self.name)
+
+    def _adopt_generation(self, generation: Any) -> None:
+        self._vectors, self._versions, self._meta = generation._vectors, generation._versions, generation._meta
+        self._matrix = None
+        generation.close()
+
+    def _recorded_versions(self, ids: list[Any]) -> dict[Any, int]:
+        return self._versions.pick(ids)
+
+    def _tombstone_ids(self) -> list[Any]:
+        return [pk for pk, _ in self._versions.items() if pk not in self._vectors]
 
     def metadata(self, pk: Any) -> dict[str, Any]:
         """The metadata stored for ``pk`` (empty if none)."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from .attach import Attachment, MirrorSyncError, attach
 from .outbox import DeadLetter, DrainReport, adrain, create_outbox, drain, outbox_metadata, outbox_table
-from .verify import DriftReport, rebuild, verify
+from .rebuild import rebuild
+from .verify import DriftReport, verify
 
 __all__ = [
     "attach",

@@ -1,4 +1,4 @@
-"""``vk.verify`` finds where a mirror and its table disagree; ``vk.rebuild`` refills a mirror from the table.
+"""``vk.verify`` finds where a mirror and its table disagree (``vk.rebuild``, in :mod:`.rebuild`, refills a mirror).
 
 Session sync captures what goes through the ORM; raw SQL, other programs, database cascades and
 lost non-outbox applies are not. These two close the gap::
@@ -7,7 +7,7 @@ lost non-outbox applies are not. These two close the gap::
     if not report.ok:
         print(report)             # mirror 'faiss:doc.embedding': 2 missing, 1 extra, 1 mismatched
         vk.verify(session, mirror, repair=True)   # rewrite just those rows
-        # or: vk.rebuild(session, mirror)         # clear and reload everything
+        # or: vk.rebuild(session, mirror)         # rebuild everything in a new generation
 
 Both read the table in primary-key order in keyset batches (``WHERE pk > last ORDER BY pk LIMIT
 n``) through the session's connection. With an ``AsyncSession`` call them through ``run_sync``::
@@ -30,7 +30,7 @@ from ..exc import InvalidMirrorError
 from ..mirrors.base import _scalar
 from ._apply import check_mirrors, plan_writes, read_rows, write
 
-__all__ = ["rebuild", "verify", "DriftReport"]
+__all__ = ["verify", "DriftReport"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.sync")
 
@@ -121,36 +121,6 @@ def _progress(conn: sa.Connection, mirror: Any, enabled: bool, desc: str) -> Any
 def _check_batch_size(owner: str, batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidMirrorError(f"{owner} batch_size={batch_size!r} is not a positive whole number.")
-
-
-def rebuild(session: Any, mirror: Any, *, batch_size: int = 1000, progress: bool = True) -> int:
-    """Clear ``mirror`` and load every row of its table that has a vector; return how many were loaded.
-
-    Rows are streamed in primary-key order, ``batch_size`` at a time, with a tqdm progress bar.
-    Writes are unversioned. Changes committed by others while it runs can be overwritten by the
-    older value it read, so pause writers, or run :func:`verify` (``repair=True``) afterwards.
-    """
-    (mirror,) = check_mirrors([mirror], "vk.rebuild")
-    _check_batch_size("vk.rebuild", batch_size)
-    conn = _connection(session)
-    bar = _progress(conn, mirror, progress, f"rebuild {mirror.name}")
-    loaded = 0
-    try:
-        run_blocking(mirror.clear)
-        for rows in _batches(conn, mirror, batch_size):
-            by_pk = {row[mirror.pk_column.name]: row for row in rows}
-            plan = plan_writes(mirror, by_pk, by_pk)
-            if plan.upsert_ids:
-                plan.delete_ids = []  # the mirror was cleared: rows without a vector are simply absent
-                write(mirror, plan)
-            loaded += len(plan.upsert_ids)
-            if bar is not None:
-                bar.update(len(rows))
-    finally:
-        if bar is not None:
-            bar.close()
-    log.info("rebuilt mirror %s: %d vector(s)", mirror.name, loaded)
-    return loaded
 
 
 def _expected_metadata(mirror: Any, row: Any) -> dict[str, Any]:

@@ -21,7 +21,18 @@ the endpoints ``ElasticsearchMirror`` uses, following Elasticsearch's documented
   ``query`` (``match_all``, ``term``, ``terms``, ``ids``, ``exists``, ``bool``) with ``sort`` and
   ``search_after``; ``_source`` filtering with 9.2's default of leaving vectors out of ``_source``
   unless ``exclude_vectors: false`` or the field is named in ``includes``;
-* ``_count`` and ``_mget``.
+* ``_count`` and ``_mget``;
+* aliases: ``aliases`` in index creation, ``GET /_alias/<name>``, ``POST /_aliases`` with ``add``,
+  ``remove`` and ``remove_index`` applied atomically (``remove_index`` first, as Elasticsearch does,
+  so an index can be replaced by an alias of its name), and alias names accepted wherever an index
+  name is (writes need an alias of exactly one index; deleting through an alias is refused);
+* ``PUT /<index>/_settings``; ``index_options`` checked in ``dense_vector`` mappings; ``text``
+  fields with a ``keyword`` sub-field (``fields``);
+* ``match`` and ``multi_match`` (``best_fields``) queries scored with a BM25 *approximation*:
+  lower-cased ``[a-z0-9_]+`` tokens instead of Elasticsearch's standard analyzer, statistics over the
+  refreshed documents of the index (one shard), ``k1 = 1.2``, ``b = 0.75``. Rankings agree with
+  Elasticsearch on simple English text; absolute scores do not, and nothing in the mirror relies on
+  them (hybrid search fuses ranks).
 
 Known simplifications: one shard, exact kNN (a real cluster's HNSW is approximate), and
 deleted-document versions are kept for ever (Elasticsearch drops them after ``index.gc_deletes``).
@@ -31,6 +42,7 @@ Set ``VECTORKNOBS_ES_URL`` to run the same tests against a real cluster instead.
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import threading
@@ -45,6 +57,9 @@ import numpy as np
 VERSION = "9.2.0"
 FIELD_TYPES = {"dense_vector", "keyword", "text", "long", "integer", "short", "double", "float", "boolean"}
 SIMILARITIES = {"cosine", "l2_norm", "dot_product", "max_inner_product"}
+HNSW_TYPES = {"hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "bbq_disk"}
+FLAT_TYPES = {"flat", "int8_flat", "int4_flat", "bbq_flat"}
+BM25_K1, BM25_B = 1.2, 0.75
 MAX_KNN = 10_000
 
 
@@ -73,6 +88,7 @@ class Index:
     docs: dict[str, Doc] = field(default_factory=dict)
     visible: dict[str, Doc] = field(default_factory=dict)
     seq_no: int = 0
+    refreshes: int = 0
 
     @property
     def props(self) -> dict[str, Any]:
@@ -80,32 +96,138 @@ class Index:
 
     def refresh(self) -> None:
         self.visible = {k: d for k, d in self.docs.items() if d.source is not None}
+        self.refreshes += 1
 
 
 class Cluster:
     def __init__(self) -> None:
         self.indices: dict[str, Index] = {}
+        self.aliases: dict[str, set[str]] = {}  # alias -> concrete indices
         self.lock = threading.Lock()
+        self._stats: dict[Any, tuple[int, float, dict[str, int]]] = {}
 
     # ------------------------------------------------------------------ index admin
 
-    def index(self, name: str) -> Index:
-        if name not in self.indices:
-            raise EsError(404, "index_not_found_exception", f"no such index [{name}]")
-        return self.indices[name]
+    def index(self, name: str, write: bool = False) -> Index:
+        """The index ``name`` names, directly or through an alias."""
+        if name in self.indices:
+            return self.indices[name]
+        targets = self.aliases.get(name)
+        if targets:
+            if len(targets) > 1:
+                if write:
+                    raise EsError(400, "illegal_argument_exception", f"no write index is defined for alias [{name}]")
+                raise EsError(400, "illegal_argument_exception", f"stand-in reads through an alias of one index only [{name}]")
+            return self.indices[next(iter(targets))]
+        raise EsError(404, "index_not_found_exception", f"no such index [{name}]")
+
+    def exists(self, name: str) -> bool:
+        return name in self.indices or bool(self.aliases.get(name))
+
+    def get_alias(self, name: str) -> tuple[int, dict[str, Any]]:
+        targets = self.aliases.get(name)
+        if not targets:
+            return 404, {"error": f"alias [{name}] missing", "status": 404}
+        return 200, {index: {"aliases": {name: {}}} for index in sorted(targets)}
+
+    def _check_alias_name(self, alias: str, indices: dict[str, Index]) -> None:
+        if alias in indices:
+            raise EsError(400, "invalid_alias_name_exception", f"Invalid alias name [{alias}]: an index or data stream exists with the same name as the alias")
+
+    def update_aliases(self, body: dict[str, Any]) -> dict[str, Any]:
+        actions = body.get("actions")
+        if not isinstance(actions, list) or not actions:
+            raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: no actions specified;")
+        indices = dict(self.indices)
+        aliases = {a: set(t) for a, t in self.aliases.items()}
+        parsed = []
+        for action in actions:
+            if not isinstance(action, dict) or len(action) != 1:
+                raise EsError(400, "parsing_exception", "[aliases] expected one action per object")
+            kind, spec = next(iter(action.items()))
+            if kind not in ("add", "remove", "remove_index"):
+                raise EsError(400, "parsing_exception", f"[aliases] unknown action [{kind}]")
+            parsed.append((kind, spec))
+        # Elasticsearch removes the indices first, so an index can be swapped for an alias of its name.
+        for kind, spec in parsed:
+            if kind == "remove_index":
+                name = spec.get("index")
+                if name in aliases:
+                    raise EsError(400, "illegal_argument_exception", f"The provided expression [{name}] matches an alias, specify the corresponding concrete indices instead.")
+                if name not in indices:
+                    raise EsError(404, "index_not_found_exception", f"no such index [{name}]")
+                del indices[name]
+                for targets in aliases.values():
+                    targets.discard(name)
+        for kind, spec in parsed:
+            if kind == "remove_index":
+                continue
+            index, alias = spec.get("index"), spec.get("alias")
+            if index not in indices:
+                raise EsError(404, "index_not_found_exception", f"no such index [{index}]")
+            if not isinstance(alias, str):
+                raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: [alias] is required")
+            if kind == "add":
+                self._check_alias_name(alias, indices)
+                aliases.setdefault(alias, set()).add(index)
+            else:
+                if index not in aliases.get(alias, set()):
+                    raise EsError(404, "aliases_not_found_exception", f"aliases [{alias}] missing")
+                aliases[alias].discard(index)
+        self.indices = indices
+        self.aliases = {a: t for a, t in aliases.items() if t}
+        return {"acknowledged": True, "errors": False}
+
+    def delete(self, name: str) -> dict[str, Any]:
+        if name in self.aliases and name not in self.indices:
+            raise EsError(400, "illegal_argument_exception", f"The provided expression [{name}] matches an alias, specify the corresponding concrete indices instead.")
+        self.index(name)
+        del self.indices[name]
+        for targets in self.aliases.values():
+            targets.discard(name)
+        self.aliases = {a: t for a, t in self.aliases.items() if t}
+        return {"acknowledged": True}
+
+    def put_settings(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        ix = self.index(name)
+        given = body.get("index", body) if isinstance(body.get("index"), dict) else body
+        for key, value in given.items():
+            key = key[len("index.") :] if key.startswith("index.") else key
+            if key == "number_of_shards":
+                raise EsError(400, "illegal_argument_exception", f"final {name} setting [index.number_of_shards], not updateable")
+            if value is None:
+                ix.settings.pop(key, None)
+            else:
+                ix.settings[key] = value
+        return {"acknowledged": True}
 
     def create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9_.+-]*", name):
             raise EsError(400, "invalid_index_name_exception", f"Invalid index name [{name}], must be lowercase")
         if name in self.indices:
             raise EsError(400, "resource_already_exists_exception", f"index [{name}/{uuid.uuid4().hex[:22]}] already exists")
+        if name in self.aliases:
+            raise EsError(400, "invalid_index_name_exception", f"Invalid index name [{name}], already exists as alias")
         mappings = body.get("mappings") or {}
-        settings = body.get("settings") or {}
+        settings = {(k[len("index.") :] if k.startswith("index.") else k): v for k, v in (body.get("settings") or {}).items()}
+        for alias in body.get("aliases") or {}:
+            self._check_alias_name(alias, self.indices)
         for fname, spec in (mappings.get("properties") or {}).items():
             ftype = spec.get("type")
             if ftype not in FIELD_TYPES:
                 raise EsError(400, "mapper_parsing_exception", f"No handler for type [{ftype}] declared on field [{fname}]")
+            for sub, sub_spec in (spec.get("fields") or {}).items():
+                if sub_spec.get("type") not in FIELD_TYPES - {"dense_vector"}:
+                    raise EsError(400, "mapper_parsing_exception", f"No handler for type [{sub_spec.get('type')}] declared on field [{sub}]")
             if ftype == "dense_vector":
+                options = spec.get("index_options")
+                if options is not None:
+                    otype = options.get("type")
+                    if otype not in HNSW_TYPES | FLAT_TYPES:
+                        raise EsError(400, "mapper_parsing_exception", f"Unknown vector index options type [{otype}] for field [{fname}]")
+                    for knob in set(options) - {"type"}:
+                        if otype in FLAT_TYPES or knob not in ("m", "ef_construction", "confidence_interval", "rescore_vector"):
+                            raise EsError(400, "mapper_parsing_exception", f"Mapping definition for [{fname}] has unsupported parameters:  [{knob} : {options[knob]}]")
                 dims = spec.get("dims")
                 if not isinstance(dims, int) or not 1 <= dims <= 4096:
                     raise EsError(400, "mapper_parsing_exception", f"The number of dimensions should be in the range [1, 4096] but was [{dims}]")
@@ -117,6 +239,8 @@ class Cluster:
         if mappings.get("dynamic") not in (None, True, False, "strict", "true", "false"):
             raise EsError(400, "mapper_parsing_exception", "unknown value for [dynamic]")
         self.indices[name] = Index(name, mappings, settings)
+        for alias in body.get("aliases") or {}:
+            self.aliases.setdefault(alias, set()).add(name)
         return {"acknowledged": True, "shards_acknowledged": True, "index": name}
 
     # ------------------------------------------------------------------ documents
@@ -157,7 +281,7 @@ class Cluster:
             elif ftype == "boolean":
                 if not isinstance(value, bool):
                     raise EsError(400, "document_parsing_exception", f"[1:2] failed to parse field [{key}] of type [boolean]")
-            elif isinstance(value, (dict, list)):
+            elif isinstance(value, (dict, list)) or (ftype == "text" and not isinstance(value, str)):
                 raise EsError(400, "document_parsing_exception", f"[1:2] failed to parse field [{key}] of type [{ftype}]")
 
     def write(self, ix: Index, action: str, meta: dict[str, Any], source: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -219,9 +343,10 @@ class Cluster:
             try:
                 if name is None:
                     raise EsError(400, "action_request_validation_exception", "Validation Failed: 1: index is missing")
-                ix = self.index(name)
+                ix = self.index(name, write=True)
+                base["_index"] = ix.name
                 result = self.write(ix, action, meta, source)
-                touched.add(name)
+                touched.add(ix.name)
                 items.append({action: {**base, **result, "_shards": {"total": 1, "successful": 1, "failed": 0}}})
             except EsError as err:
                 items.append({action: {**base, "status": err.status, "error": {"type": err.type, "reason": err.reason, "index": name}}})
@@ -233,38 +358,114 @@ class Cluster:
 
     # ------------------------------------------------------------------ queries
 
+    def field_value(self, ix: Index, source: dict[str, Any], fname: str) -> tuple[Any, str]:
+        """(value, type) of ``fname`` in ``source``, following multi-fields such as ``title.keyword``."""
+        if fname in ix.props:
+            return source.get(fname), ix.props[fname].get("type", "keyword")
+        if "." in fname:
+            parent, sub = fname.split(".", 1)
+            spec = ((ix.props.get(parent) or {}).get("fields") or {}).get(sub)
+            if spec:
+                return source.get(parent), spec.get("type", "keyword")
+        return source.get(fname), "keyword"
+
     def matches(self, ix: Index, doc_id: str, source: dict[str, Any], query: Optional[dict[str, Any]]) -> bool:
+        return self.score(ix, doc_id, source, query) is not None
+
+    def score(self, ix: Index, doc_id: str, source: dict[str, Any], query: Optional[dict[str, Any]]) -> Optional[float]:
+        """The document's score for ``query`` (None: it does not match)."""
         if not query:
-            return True
+            return 1.0
         if len(query) != 1:
             raise EsError(400, "parsing_exception", "[_na] query malformed, must have exactly one clause")
         kind, body = next(iter(query.items()))
         if kind == "match_all":
-            return True
+            return 1.0
         if kind == "ids":
-            return doc_id in set(map(str, body.get("values", [])))
+            return 1.0 if doc_id in set(map(str, body.get("values", []))) else None
         if kind == "exists":
-            return source.get(body["field"]) is not None
+            return 1.0 if self.field_value(ix, source, body["field"])[0] is not None else None
         if kind in ("term", "terms"):
             (fname, want), = [(k, v) for k, v in body.items() if k != "boost"]
             if kind == "term":
                 want = [want["value"] if isinstance(want, dict) else want]
-            have = source.get(fname)
+            have, ftype = self.field_value(ix, source, fname)
             if have is None:
-                return False
-            return any(_term_equal(ix.props.get(fname, {}).get("type", "keyword"), have, w) for w in want)
+                return None
+            return 1.0 if any(_term_equal(ftype, have, w) for w in want) else None
+        if kind == "match":
+            (fname, spec), = body.items()
+            text = spec["query"] if isinstance(spec, dict) else spec
+            return self.bm25(ix, source, fname, str(text))
+        if kind == "multi_match":
+            if body.get("type", "best_fields") != "best_fields":
+                raise EsError(400, "illegal_argument_exception", "stand-in implements multi_match type best_fields only")
+            scores = [self.bm25(ix, source, f, str(body["query"])) for f in body.get("fields") or []]
+            found = [x for x in scores if x is not None]
+            return max(found) if found else None
         if kind == "bool":
             def clauses(key: str) -> list[dict[str, Any]]:
                 value = body.get(key) or []
                 return value if isinstance(value, list) else [value]
 
-            if not all(self.matches(ix, doc_id, source, q) for q in clauses("filter") + clauses("must")):
-                return False
+            if not all(self.matches(ix, doc_id, source, q) for q in clauses("filter")):
+                return None
             if any(self.matches(ix, doc_id, source, q) for q in clauses("must_not")):
-                return False
-            should = clauses("should")
-            return not should or any(self.matches(ix, doc_id, source, q) for q in should)
-        raise EsError(400, "parsing_exception", f"unknown query [{kind}] (stand-in implements match_all, term, terms, ids, exists, bool)")
+                return None
+            total = 0.0
+            for q in clauses("must"):
+                got = self.score(ix, doc_id, source, q)
+                if got is None:
+                    return None
+                total += got
+            should = [self.score(ix, doc_id, source, q) for q in clauses("should")]
+            if should and not clauses("must") and not clauses("filter") and all(x is None for x in should):
+                return None
+            return total + sum(x for x in should if x is not None)
+        raise EsError(
+            400,
+            "parsing_exception",
+            f"unknown query [{kind}] (stand-in implements match_all, term, terms, ids, exists, match, multi_match, bool)",
+        )
+
+    def bm25(self, ix: Index, source: dict[str, Any], fname: str, text: str) -> Optional[float]:
+        """BM25 of ``text`` against field ``fname`` (the approximation the module docstring describes)."""
+        value, ftype = self.field_value(ix, source, fname)
+        terms = _tokens(text)
+        if value is None or not terms:
+            return None
+        if ftype != "text":  # keyword and other exact fields: the whole value is one term
+            return 1.0 if str(value) == text else None
+        doc_terms = _tokens(str(value))
+        n, avgdl, df = self._field_stats(ix, fname)
+        score = 0.0
+        hit = False
+        for term in set(terms):
+            tf = doc_terms.count(term)
+            if not tf:
+                continue
+            hit = True
+            idf = math.log(1.0 + (n - df.get(term, 0) + 0.5) / (df.get(term, 0) + 0.5))
+            score += idf * tf * (BM25_K1 + 1) / (tf + BM25_K1 * (1 - BM25_B + BM25_B * len(doc_terms) / avgdl))
+        return score if hit else None
+
+    def _field_stats(self, ix: Index, fname: str) -> tuple[int, float, dict[str, int]]:
+        key = (ix.name, fname, ix.refreshes)
+        cached = self._stats.get(key)
+        if cached is None:
+            df: dict[str, int] = {}
+            lengths = []
+            for doc in ix.visible.values():
+                value = (doc.source or {}).get(fname)
+                if value is None:
+                    continue
+                toks = _tokens(str(value))
+                lengths.append(len(toks))
+                for term in set(toks):
+                    df[term] = df.get(term, 0) + 1
+            cached = (len(lengths), (sum(lengths) / len(lengths)) if lengths and sum(lengths) else 1.0, df)
+            self._stats = {key: cached}  # statistics of the latest refresh only
+        return cached
 
     def _filter_list(self, value: Any) -> list[dict[str, Any]]:
         if value is None:
@@ -288,7 +489,11 @@ class Cluster:
             hits = hits[:size]
             sort_values: Optional[list[list[Any]]] = None
         else:
-            docs = [(k, d) for k, d in ix.visible.items() if self.matches(ix, k, d.source or {}, query)]
+            scored = [(k, d, self.score(ix, k, d.source or {}, query)) for k, d in ix.visible.items()]
+            scored = [(k, d, sc) for k, d, sc in scored if sc is not None]
+            scored.sort(key=lambda kds: -kds[2])  # stable: equal scores keep index order
+            docs = [(k, d) for k, d, _ in scored]
+            doc_scores = {k: sc for k, _, sc in scored}
             sort = body.get("sort")
             sort_values = None
             if sort:
@@ -306,7 +511,7 @@ class Cluster:
                 sort_values = [[(d.source or {})[sfield]] for _, d in docs[:size]]
             elif body.get("search_after") is not None:
                 raise EsError(400, "illegal_argument_exception", "Sort must contain at least one field.")
-            hits = [(k, d, 1.0) for k, d in docs][:size]
+            hits = [(k, d, float(np.float32(doc_scores[k]))) for k, d in docs][:size]
         src_spec = body.get("_source", True)
         if "_source_exclude_vectors" in params:
             src_spec = {"exclude_vectors": params["_source_exclude_vectors"] == "true"} if src_spec is True else src_spec
@@ -416,6 +621,10 @@ class Cluster:
         return {"docs": docs}
 
 
+def _tokens(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []
@@ -517,23 +726,34 @@ class _Handler(BaseHTTPRequestHandler):
         elif parts == ["_mget"] or (len(parts) == 2 and parts[1] == "_mget"):
             if method in ("GET", "POST"):
                 return 200, c.mget(parts[0] if len(parts) == 2 else None, json_body(), params)
+        elif parts == ["_aliases"]:
+            if method == "POST":
+                return 200, c.update_aliases(json_body())
+        elif len(parts) == 2 and parts[0] == "_alias":
+            if method in ("GET", "HEAD"):
+                return c.get_alias(parts[1])
         elif len(parts) == 1 and not parts[0].startswith("_"):
             name = parts[0]
             if method == "HEAD":
-                return (200 if name in c.indices else 404), None
+                return (200 if c.exists(name) else 404), None
             if method == "PUT":
                 return 200, c.create(name, json_body())
             if method == "DELETE":
-                c.index(name)
-                del c.indices[name]
-                return 200, {"acknowledged": True}
+                return 200, c.delete(name)
             if method == "GET":
                 ix = c.index(name)
-                return 200, {name: {"aliases": {}, "mappings": ix.mappings, "settings": {"index": ix.settings}}}
+                aliases = {a: {} for a, targets in c.aliases.items() if ix.name in targets}
+                return 200, {ix.name: {"aliases": aliases, "mappings": ix.mappings, "settings": {"index": ix.settings}}}
         elif len(parts) == 2:
             name, op = parts
             if op == "_mapping" and method == "GET":
-                return 200, {name: {"mappings": c.index(name).mappings}}
+                ix = c.index(name)
+                return 200, {ix.name: {"mappings": ix.mappings}}
+            if op == "_settings" and method == "PUT":
+                return 200, c.put_settings(name, json_body())
+            if op == "_settings" and method == "GET":
+                ix = c.index(name)
+                return 200, {ix.name: {"settings": {"index": ix.settings}}}
             if op == "_refresh" and method in ("POST", "GET"):
                 c.index(name).refresh()
                 return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
