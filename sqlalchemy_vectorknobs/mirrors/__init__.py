@@ -10,6 +10,10 @@ Every mirror is built with the vector column first and speaks the :class:`Mirror
     mirror.upsert([doc.id], [doc.embedding], [{"category": doc.category}])
     mirror.search(query, k=10, where={"category": "news"})   # [(pk, distance), ...]
 
+:func:`mirror_from_config` builds any of them (or a third-party mirror registered under the entry
+point group ``sqlalchemy_vectorknobs.mirrors``) from a dict or a URL such as
+``"faiss:///doc.vkfaiss?kind=hnsw"``.
+
 Importing this package imports none of faiss, chromadb or elasticsearch; each mirror loads its
 backend when constructed and names the extra to install if it is missing.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from .base import BaseMirror, InvalidMirrorError, Mirror, MirrorError
 from .chroma import ChromaMirror
+from .config import ENTRY_POINT_GROUP, available_backends, mirror_from_config
 from .elasticsearch import ElasticsearchMirror
 from .faiss import FaissMirror
 from .memory import MemoryMirror
@@ -31,4 +36,7 @@ __all__ = [
     "FaissMirror",
     "ChromaMirror",
     "ElasticsearchMirror",
+    "mirror_from_config",
+    "available_backends",
+    "ENTRY_POINT_GROUP",
 ]
