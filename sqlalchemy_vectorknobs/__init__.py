@@ -52,7 +52,7 @@ from .exc import (
 )
 from .fulltext import FullTextIndex
 from .index import VectorIndex, VectorIndexOptions
-from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror
+from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror, mirror_from_config
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
 from .query import ExplainResult, explain, nearest, search_settings
 from .rerank import ammr, arerank, mmr, rerank, rerank_query
@@ -136,6 +136,7 @@ __all__ = [
     "FaissMirror",
     "ChromaMirror",
     "ElasticsearchMirror",
+    "mirror_from_config",
     "MirrorError",
     "InvalidMirrorError",
     "MirrorSyncError",
