@@ -29,7 +29,7 @@ def _check(out: str, dialect: str) -> None:
     assert "shutil.copystat" in out and "json.loads" in out and "threading.Condition" in out
     weighted = re.findall(r"^\s+\d\. (\d\.\d{3})  (\w+)\s+(\S+)$", out, re.M)
     assert weighted and all(kind == "function" and float(score) >= 0.5 for score, kind, _ in weighted), out
-    mmr = re.search(r"nearest 6 come from (\d) module\(s\), mmr\(lambda_=0\.3\) from (\d)", out)
+    mmr = re.search(r"nearest 6 come from (\d) module\(s\), vk\.mmr\(lambda_=0\.3\) from (\d)", out)
     assert mmr and int(mmr.group(2)) >= int(mmr.group(1)), out
     assert "mmr(lambda_=1) equals nearest: yes" in out
     assert out.rstrip().endswith("OK"), out
