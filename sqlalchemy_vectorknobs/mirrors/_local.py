@@ -40,6 +40,10 @@ class VersionMap:
         if version is not None:
             self._versions[pk] = version
 
+    def update(self, pairs: Iterable[tuple[Any, int]]) -> None:
+        """Record many (pk, version) pairs at once (versions already accepted)."""
+        self._versions.update(pairs)
+
     def clear(self) -> None:
         self._versions.clear()
 
@@ -73,7 +77,8 @@ class MetadataIndex:
 
     def put(self, pk: Any, metadata: dict[str, Any]) -> None:
         """Replace ``pk``'s metadata (an empty dict stores nothing)."""
-        self.remove(pk)
+        if pk in self._rows:
+            self.remove(pk)
         if not metadata:
             return
         self._rows[pk] = dict(metadata)

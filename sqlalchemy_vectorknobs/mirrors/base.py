@@ -73,6 +73,8 @@ Metadata = Mapping[str, Any]
 Where = Mapping[str, Any]
 #: The metrics a mirror can serve; all three are defined on dense float vectors.
 SUPPORTED_DISTANCES = (Distance.COSINE, Distance.L2, Distance.INNER_PRODUCT)
+#: Metadata values stored as they are (exact types: subclasses such as enums go through _scalar).
+_PLAIN = frozenset({str, int, float, bool})
 #: Highest version a mirror accepts (Elasticsearch's external versions are signed 64-bit).
 MAX_VERSION = 2**63 - 2
 
@@ -545,6 +547,14 @@ class BaseMirror:
             raise InvalidMirrorError(
                 f"Mirror '{self._name}' got ids of type {type(ids).__name__}; pass a sequence of primary keys."
             )
+        if self._pk_type is int:
+            if isinstance(ids, np.ndarray) and ids.dtype.kind in "iu" and ids.ndim == 1:
+                if ids.dtype.kind == "i" or not ids.size or int(ids.max()) < 2**63:
+                    return [int(pk) for pk in ids.tolist()]
+            got = list(ids)
+            if all(type(pk) is int for pk in got) and (not got or (min(got) >= -(2**63) and max(got) < 2**63)):
+                return got
+            return [self._check_pk(pk) for pk in got]
         return [self._check_pk(pk) for pk in ids]
 
     def _check_pk(self, pk: Any) -> Any:
@@ -623,6 +633,9 @@ class BaseMirror:
             raise InvalidMirrorError(f"Mirror '{self._name}' got {n} ids and {len(rows)} vectors; pass one vector per id.")
         if not rows:
             return np.zeros((0, self._dim), dtype=np.float32)
+        shape = (self._dim,)
+        if all(isinstance(row, np.ndarray) and row.shape == shape and row.dtype.kind in "fiu" for row in rows):
+            return self._check_matrix(np.stack(rows), ids)  # rows read from SQL: checked as one matrix
         return np.stack([check_dense(row, self._dim, subject(i)) for i, row in enumerate(rows)])
 
     def _check_metadata(self, metadata: Optional[Sequence[Optional[Metadata]]], ids: list[Any]) -> list[dict[str, Any]]:
@@ -646,14 +659,17 @@ class BaseMirror:
                 raise InvalidMirrorError(
                     f"Mirror '{self._name}' got metadata of type {type(md).__name__} for id {ids[i]!r}; pass a dict."
                 )
-            unknown = [key for key in md if key not in allowed]
-            if unknown:
+            if not md.keys() <= allowed:
+                unknown = [key for key in md if key not in allowed]
                 raise InvalidMirrorError(
                     f"Mirror '{self._name}' got metadata key {unknown[0]!r} for id {ids[i]!r}; "
                     f"its metadata columns are {list(self._metadata_columns)}."
                 )
             clean: dict[str, Any] = {}
             for key, value in md.items():
+                if type(value) in _PLAIN:  # exact types: no enum, numpy or Decimal to convert
+                    clean[key] = value
+                    continue
                 v = _scalar(value, functools.partial(self._describe, "metadata", key, ids[i]))
                 if v is not None:
                     clean[key] = v
@@ -671,6 +687,8 @@ class BaseMirror:
         matrix = self._check_matrix(vectors, checked)
         meta = self._check_metadata(metadata, checked)
         vers = self._check_versions(versions, len(checked))
+        if len(set(checked)) == len(checked):  # the usual case: nothing to resolve, nothing to copy
+            return UpsertBatch(checked, matrix, meta, vers)
         keep_ids, keep_vers, rows = _dedupe_rows(checked, vers)
         return UpsertBatch(keep_ids, matrix[rows], [meta[r] for r in rows], keep_vers)
 

@@ -41,27 +41,26 @@ Filters
 
 Persistence
     With ``path=``, an existing file is loaded on construction (its kind, distance and dimension
-    must match) and the mirror is written back by :meth:`save`. One file holds both the Faiss
-    index and the side data (live ids, versions and tombstones, metadata, norms): a header, then
-    the index in Faiss's own format. It is written to a temporary file in the same directory,
-    fsynced and moved over ``path`` with ``os.replace`` (then the directory is fsynced), so a
-    crash or error leaves either the old or the new file, never a mix of index and side data.
-    ``autosave=True`` (the default) saves after every ``upsert``/``delete``/``clear`` that
-    changed something, so an acknowledged write is durable; for bulk loads pass
-    ``autosave=False`` and call :meth:`save` (``close()`` saves unsaved changes). If a save fails,
-    the call raises :class:`MirrorError`, the file keeps its previous content, and the change stays
-    in memory for the next save; a caller that retries the write (the outbox does) loses nothing.
-    Without a path the index lives in memory only.
+    must match). The mirror lives in two files (see :mod:`._faiss_file`): a *snapshot* at ``path``
+    holding the Faiss index and all side data (live ids, versions and tombstones, metadata, norms),
+    written to a temporary file, fsynced and moved over ``path`` atomically; and a *journal*
+    ``<path>.journal`` to which every applied write is appended and fsynced. ``autosave=True`` (the
+    default) makes each ``upsert``/``delete`` that changed something durable before it returns by
+    appending one journal record (a few hundred bytes for a one-row change, instead of rewriting
+    the whole index), so an acknowledged write survives a crash; the journal is folded into a new
+    snapshot once it outgrows the snapshot (and 16 MiB), and ``clear``, ``compact``, a rebuild and
+    :meth:`FaissMirror.save` write a snapshot right away. A torn journal record (a crash in the
+    middle of an append) is ignored and cut off on load: its call never returned. For bulk loads
+    pass ``autosave=False`` and call :meth:`save` (``close()`` saves unsaved changes). If writing
+    to disk fails, the call raises :class:`MirrorError`, the files keep their previous content,
+    the change stays in memory, and the next write (even one that changes nothing, such as the
+    outbox retrying it) first writes a full snapshot; a caller that retries loses nothing. Without
+    a path the index lives in memory only.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import stat
-import struct
-import tempfile
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -69,15 +68,14 @@ import numpy as np
 
 from .._optional import require
 from ..distance import Distance
+from ._faiss_file import MIN_JOURNAL_BYTES, Journal, read_snapshot, write_snapshot
 from ._local import MetadataIndex, VersionMap
 from .base import F32, BaseMirror, DeleteBatch, InvalidMirrorError, MirrorError, UpsertBatch, exact_distances
 
 __all__ = ["FaissMirror"]
 
 KINDS = ("flat", "hnsw", "ivf")
-MAGIC = b"VKFAISS\x01"
 FORMAT = 1
-_HEADER_LEN = struct.Struct("<Q")
 # Faiss pads missing results with label -1 and distance +-FLT_MAX (about 3.4e38).
 _PAD_DISTANCE = 3.0e38
 # Everything a generation hands over when it is swapped in.
@@ -141,8 +139,16 @@ class FaissMirror(BaseMirror):
         self._versions = VersionMap()
         self._meta = MetadataIndex(self.metadata_columns)
         self._dirty = False
+        #: Last journal record written or replayed (a snapshot records the last one it holds).
+        self._seq = 0
+        self._snapshot_size = 0
+        self._must_snapshot = False  # a write to disk failed: the next write saves everything
+        self._replaying = False
+        self._inner_cache: Optional[tuple[Any, Any]] = None
+        self._params_cache: dict[int, Any] = {}
+        self._journal = Journal(self._path, f"FaissMirror '{self.name}'") if self._path is not None else None
         self._reset()
-        if self._path is not None and self._path.exists():
+        if self._path is not None and (self._path.exists() or (self._journal is not None and self._journal.size())):
             self._load(self._path)
 
     # ------------------------------------------------------------------ description
@@ -203,9 +209,9 @@ class FaissMirror(BaseMirror):
         """What goes into Faiss (unit vectors for cosine) and, for cosine, the original norms."""
         if self.distance is not Distance.COSINE:
             return np.ascontiguousarray(vectors, dtype=np.float32), None
-        norms = np.linalg.norm(vectors.astype(np.float64), axis=1)
+        norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors, dtype=np.float64))  # float64 sums, no copy
         safe = np.where(norms > 0, norms, 1.0)
-        return np.ascontiguousarray(vectors / safe[:, None], dtype=np.float32), norms
+        return np.ascontiguousarray(vectors / safe[:, None].astype(np.float32), dtype=np.float32), norms
 
     def _reconstruct(self, pks: Sequence[int] | np.ndarray) -> F32:
         """Stored (normalised, for cosine) vectors of live ``pks``."""
@@ -254,14 +260,19 @@ class FaissMirror(BaseMirror):
     # ------------------------------------------------------------------ writes
 
     def _upsert(self, batch: UpsertBatch) -> int:
-        rows = [
-            i for i, pk in enumerate(batch.ids)
-            if self._versions.accepts(pk, batch.versions[i] if batch.versions is not None else None, batch.gte)
-        ]
+        if batch.versions is None:
+            rows = list(range(len(batch.ids)))  # unversioned writes always apply
+        else:
+            accepts, vers, gte = self._versions.accepts, batch.versions, batch.gte
+            rows = [i for i, pk in enumerate(batch.ids) if accepts(pk, vers[i], gte)]
         if not rows:
+            self._persist_pending()
             return 0
-        pks = np.asarray([batch.ids[i] for i in rows], dtype=np.int64)
-        stored, norms = self._stored_form(batch.vectors[rows])
+        everything = len(rows) == len(batch.ids)
+        ids = batch.ids if everything else [batch.ids[i] for i in rows]
+        vectors = batch.vectors if everything else batch.vectors[rows]
+        pks = np.asarray(ids, dtype=np.int64)
+        stored, norms = self._stored_form(vectors)
         try:
             if self._kind == "hnsw":
                 self._kill(pks.tolist())
@@ -277,27 +288,30 @@ class FaissMirror(BaseMirror):
                 self._index.add_with_ids(stored, pks)
         except RuntimeError as err:
             raise MirrorError(f"Faiss rejected a write to mirror '{self.name}': {err}") from err
-        for j, i in enumerate(rows):
-            pk = batch.ids[i]
-            self._live.add(pk)
-            self._meta.put(pk, batch.metadata[i])
-            self._versions.record(pk, batch.versions[i] if batch.versions is not None else None)
-            if norms is not None:
-                self._norms[pk] = float(norms[j])
+        metadata = batch.metadata if everything else [batch.metadata[i] for i in rows]
+        versions = None if batch.versions is None else batch.versions if everything else [batch.versions[i] for i in rows]
+        self._live.update(ids)
+        put = self._meta.put
+        for pk, md in zip(ids, metadata):
+            put(pk, md)
+        if versions is not None:
+            self._versions.update(zip(ids, versions))
+        if norms is not None:
+            self._norms.update(zip(ids, norms.tolist()))
         if not self._trained and len(self._live) >= self._train_size:
             self._train()
         self._maybe_rebuild()
-        self._changed()
+        self._changed(("upsert", ids, versions, batch.gte, metadata, vectors))
         return len(rows)
 
     def _delete(self, batch: DeleteBatch) -> int:
-        applied = 0
+        applied: list[int] = []
         gone: list[int] = []
         for i, pk in enumerate(batch.ids):
             version = batch.versions[i] if batch.versions is not None else None
             if not self._versions.accepts(pk, version, batch.gte):
                 continue
-            applied += 1
+            applied.append(i)
             self._versions.record(pk, version)  # the tombstone: an older upsert stays ignored
             if pk in self._live:
                 gone.append(pk)
@@ -311,9 +325,12 @@ class FaissMirror(BaseMirror):
                 self._meta.remove(pk)
                 self._norms.pop(pk, None)
             self._maybe_rebuild()
-        if applied:
-            self._changed()
-        return applied
+        if not applied:
+            self._persist_pending()
+            return 0
+        versions = None if batch.versions is None else [batch.versions[i] for i in applied]
+        self._changed(("delete", [batch.ids[i] for i in applied], versions, batch.gte, None, None))
+        return len(applied)
 
     def _kill(self, pks: list[int]) -> None:
         """HNSW: mark the nodes currently holding ``pks`` dead."""
@@ -327,9 +344,29 @@ class FaissMirror(BaseMirror):
         if self._kind == "hnsw" and self._dead and self._dead > self._tombstone_ratio * len(self._alive):
             self._rebuild_hnsw()
 
-    def _changed(self) -> None:
+    def _changed(self, record: Optional[tuple[Any, ...]] = None) -> None:
+        """After a change: append ``record`` to the journal, or (``None``, or when due) write a snapshot."""
         self._dirty = True
-        if self.autosave and self._path is not None:
+        if self._replaying or not self.autosave or self._path is None or self._journal is None:
+            return
+        if record is None or self._must_snapshot or not self._path.exists() or self._journal_full():
+            self._save()
+            return
+        self._seq += 1
+        try:
+            self._journal.append(self._seq, *record, dim=self.dim)
+        except MirrorError:
+            self._must_snapshot = True
+            raise
+        self._dirty = False
+
+    def _journal_full(self) -> bool:
+        assert self._journal is not None
+        return self._journal.size() > max(MIN_JOURNAL_BYTES, self._snapshot_size)
+
+    def _persist_pending(self) -> None:
+        """A write that changed nothing still waits for an earlier change that failed to reach the disk."""
+        if self._must_snapshot and self.autosave and self._path is not None:
             self._save()
 
     def _clear(self) -> None:
@@ -352,13 +389,19 @@ class FaissMirror(BaseMirror):
                 return self._exact(query, k, sorted(allowed))
         faiss = self._faiss
         k_eff = min(k, len(allowed) if allowed is not None else len(self._live))
-        q = self._stored_form(query[None, :])[0]
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        if self.distance is Distance.COSINE:
+            norm = float(np.sqrt(np.dot(q[0], q[0])))
+            if norm > 0:
+                q = q / np.float32(norm)
         ids_arr = np.fromiter(allowed, dtype=np.int64, count=len(allowed)) if allowed is not None else None
         if self._kind == "hnsw":
-            inner = faiss.downcast_index(self._index.index)
-            params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k_eff))
+            inner = self._hnsw()
             bits = None
-            if ids_arr is not None or self._dead:
+            if ids_arr is None and not self._dead:
+                params = self._hnsw_params(max(self._ef_search, k_eff))
+            else:
+                params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k_eff))
                 mask = self._alive.copy() if ids_arr is None else np.zeros(len(self._alive), dtype=bool)
                 if ids_arr is not None:
                     mask[[self._pos[int(pk)] for pk in ids_arr.tolist()]] = True
@@ -366,27 +409,40 @@ class FaissMirror(BaseMirror):
                 params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
             scores, labels = inner.search(q, k_eff, params=params)
             del bits  # the selector read it during the search; keep it alive until here
-            found = [(int(self._slot_pk[lab]), float(s)) for lab, s in zip(labels[0], scores[0]) if lab >= 0]
+            keep = labels[0] >= 0
+            pks = self._slot_pk[labels[0][keep]].tolist()
         else:
-            sel = faiss.IDSelectorBatch(ids_arr) if ids_arr is not None else None
-            if self._kind == "ivf" and self._trained:
-                params = faiss.SearchParametersIVF(nprobe=self._nprobe)
+            if ids_arr is None and not (self._kind == "ivf" and self._trained):
+                scores, labels = self._index.search(q, k_eff)
             else:
-                params = faiss.SearchParameters()
-            if sel is not None:
-                params.sel = sel
-            scores, labels = self._index.search(q, k_eff, params=params)
-            found = [
-                (int(lab), float(s)) for lab, s in zip(labels[0], scores[0]) if not (lab == -1 and abs(s) >= _PAD_DISTANCE)
-            ]
-        return [(pk, self._to_distance(s)) for pk, s in found]
+                params = faiss.SearchParametersIVF(nprobe=self._nprobe) if self._kind == "ivf" and self._trained else faiss.SearchParameters()
+                if ids_arr is not None:
+                    params.sel = faiss.IDSelectorBatch(ids_arr)
+                scores, labels = self._index.search(q, k_eff, params=params)
+            keep = ~((labels[0] == -1) & (np.abs(scores[0]) >= _PAD_DISTANCE))
+            pks = labels[0][keep].tolist()
+        return list(zip(pks, self._to_distances(scores[0][keep]).tolist()))
 
-    def _to_distance(self, score: float) -> float:
+    def _hnsw(self) -> Any:
+        """The HNSW index inside the id map (cached: downcasting costs a few microseconds per search)."""
+        cached = self._inner_cache
+        if cached is None or cached[0] is not self._index:
+            cached = self._inner_cache = (self._index, self._faiss.downcast_index(self._index.index))
+        return cached[1]
+
+    def _hnsw_params(self, ef: int) -> Any:
+        params = self._params_cache.get(ef)
+        if params is None:
+            params = self._params_cache[ef] = self._faiss.SearchParametersHNSW(efSearch=ef)
+        return params
+
+    def _to_distances(self, scores: np.ndarray) -> np.ndarray:
+        s = scores.astype(np.float64)
         if self.distance is Distance.COSINE:
-            return 1.0 - score
+            return 1.0 - s
         if self.distance is Distance.INNER_PRODUCT:
-            return -score
-        return float(np.sqrt(max(score, 0.0)))
+            return -s
+        return np.sqrt(np.maximum(s, 0.0))
 
     def _exact(self, query: F32, k: int, pks: list[int]) -> list[tuple[Any, float]]:
         dists = exact_distances(self._reconstruct(pks), query, self.distance)
@@ -455,70 +511,61 @@ class FaissMirror(BaseMirror):
             self._save()
 
     def _close(self) -> None:
-        if self._dirty and self._path is not None:
+        if self._journal is not None:
+            self._journal.close()
+        if (self._dirty or self._must_snapshot) and self._path is not None:
             self._save()
 
-    def _header(self) -> bytes:
+    def _header(self) -> dict[str, Any]:
         live = sorted(self._live)
-        body = {
+        return {
             "format": FORMAT,
             "kind": self._kind,
             "distance": self.distance.value,
             "dim": self.dim,
             "trained": self._trained,
+            "seq": self._seq,
             "live": live,
             "norms": [self._norms[pk] for pk in live] if self.distance is Distance.COSINE else [],
             "versions": [[pk, v] for pk, v in self._versions.items()],
             "metadata": [[pk, md] for pk, md in self._meta.items()],
             "dead": np.flatnonzero(~self._alive).tolist() if self._kind == "hnsw" else [],
         }
-        return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     def _save(self) -> None:
-        assert self._path is not None
-        path = self._path
-        directory = path.resolve().parent
-        header = self._header()
+        assert self._path is not None and self._journal is not None
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        except OSError as err:
-            raise MirrorError(f"FaissMirror '{self.name}' could not create a file next to '{path}': {err}.") from err
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC)
-                f.write(_HEADER_LEN.pack(len(header)))
-                f.write(header)
-                self._faiss.write_index(self._index, self._faiss.PyCallbackIOWriter(f.write))
-                f.flush()
-                os.fsync(f.fileno())
-            with suppress(FileNotFoundError):
-                os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-            os.replace(tmp, path)
-        except BaseException as err:
-            with suppress(OSError):
-                os.unlink(tmp)
-            if isinstance(err, Exception):
-                raise MirrorError(
-                    f"FaissMirror '{self.name}' could not save to '{path}' ({err}); the previous file is unchanged."
-                ) from err
+            self._snapshot_size = write_snapshot(self._path, self._header(), self._index, self._faiss, f"FaissMirror '{self.name}'")
+            self._journal.reset()  # the snapshot holds every record (a crash before this: seq skips them)
+        except MirrorError:
+            self._must_snapshot = True
             raise
-        _fsync_directory(directory)
         self._dirty = False
+        self._must_snapshot = False
 
     def _load(self, path: Path) -> None:
-        faiss = self._faiss
+        if path.exists():
+            header, index = read_snapshot(path, self._faiss, f"FaissMirror '{self.name}'")
+            self._snapshot_size = path.stat().st_size
+            self._apply_header(path, header, index)
+        assert self._journal is not None
+        self._replaying = True
         try:
-            with open(path, "rb") as f:
-                if f.read(len(MAGIC)) != MAGIC:
-                    raise MirrorError(f"File '{path}' is not a FaissMirror file; pass another path or delete it.")
-                (size,) = _HEADER_LEN.unpack(f.read(_HEADER_LEN.size))
-                header = json.loads(f.read(size).decode("utf-8"))
-                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        except MirrorError:
-            raise
-        except (OSError, ValueError, struct.error, RuntimeError) as err:
-            raise MirrorError(f"FaissMirror '{self.name}' could not read '{path}': {err}.") from err
+            for record in self._journal.records():
+                if record.seq <= self._seq:
+                    continue  # already in the snapshot
+                if record.op == "upsert":
+                    assert record.vectors is not None and record.metadata is not None
+                    self._upsert(UpsertBatch(record.ids, np.array(record.vectors), record.metadata, record.versions, record.gte))
+                else:
+                    self._delete(DeleteBatch(record.ids, record.versions, record.gte))
+                self._seq = record.seq
+        finally:
+            self._replaying = False
+        self._dirty = False
+
+    def _apply_header(self, path: Path, header: dict[str, Any], index: Any) -> None:
+        faiss = self._faiss
         if header.get("format") != FORMAT:
             raise MirrorError(f"File '{path}' has FaissMirror format {header.get('format')!r}; this version reads format {FORMAT}.")
         for key, mine in (("kind", self._kind), ("distance", self.distance.value), ("dim", self.dim)):
@@ -530,6 +577,7 @@ class FaissMirror(BaseMirror):
         live = [int(pk) for pk in header["live"]]
         self._index = index
         self._trained = bool(header["trained"])
+        self._seq = int(header.get("seq", 0))
         self._live = set(live)
         self._norms = {pk: float(n) for pk, n in zip(live, header["norms"])}
         self._versions.load((int(pk), int(v)) for pk, v in header["versions"])
@@ -549,23 +597,8 @@ class FaissMirror(BaseMirror):
             raise MirrorError(
                 f"File '{path}' is inconsistent (index holds {held} vectors, side data {len(self._live)}); rebuild the mirror."
             )
-        self._dirty = False
 
 
 def _check_int(knob: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise InvalidMirrorError(f"FaissMirror {knob}={value!r} is not a whole number of at least {low}.")
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable (POSIX); platforms that cannot open directories skip it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

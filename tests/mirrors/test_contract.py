@@ -553,6 +553,7 @@ def test_faiss_save_is_atomic(make: Callable[..., Any], monkeypatch: pytest.Monk
     mirror = make("faiss-flat", store="atomic")
     rng = np.random.default_rng(0)
     mirror.upsert([1, 2, 3], rng.normal(size=(3, DIM)), versions=[1, 1, 1])
+    mirror.save()
     path = tmp_path / "atomic.vkfaiss"
     saved = path.read_bytes()
     real_write = faiss.write_index
@@ -563,7 +564,11 @@ def test_faiss_save_is_atomic(make: Callable[..., Any], monkeypatch: pytest.Monk
 
     monkeypatch.setattr(faiss, "write_index", broken_write)
     with pytest.raises(MirrorError, match="previous file is unchanged"):
-        mirror.upsert([4], rng.normal(size=(1, DIM)))
+        mirror.save()
+    assert path.read_bytes() == saved
+    # a save failed: the next write saves everything first, and fails the same way
+    with pytest.raises(MirrorError, match="previous file is unchanged"):
+        mirror.upsert([4], rng.normal(size=(1, DIM)), versions=[1])
     monkeypatch.undo()
     assert path.read_bytes() == saved
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
@@ -571,6 +576,89 @@ def test_faiss_save_is_atomic(make: Callable[..., Any], monkeypatch: pytest.Monk
     assert reopened.ids() == {1, 2, 3}
     assert reopened.upsert([1], rng.normal(size=(1, DIM)), versions=[1]) == 0
     reopened.close()
+    # retrying the failed write changes nothing in memory (it is there), but reaches the disk now
+    assert mirror.upsert([4], rng.normal(size=(1, DIM)), versions=[1]) == 0
+    again = FaissMirror(Doc.embedding, path=path)
+    assert again.ids() == {1, 2, 3, 4}
+    again.close()
+
+
+def _journal(path: Any) -> Any:
+    return path.with_name(path.name + ".journal")
+
+
+def test_faiss_journal_makes_each_write_durable_without_a_new_snapshot(tmp_path: Any) -> None:
+    path = tmp_path / "j.vkfaiss"
+    rng = np.random.default_rng(1)
+    live = FaissMirror(Doc.embedding, path=path, kind="hnsw", metadata_columns=["category"])
+    live.upsert([1, 2, 3], rng.normal(size=(3, DIM)), [{"category": "a"}] * 3, versions=[1, 1, 1])  # first write: a snapshot
+    snapshot = path.read_bytes()
+    live.upsert([2], rng.normal(size=(1, DIM)), [{"category": "b"}], versions=[2])
+    live.delete([3], versions=[2])
+    live.upsert([4], rng.normal(size=(1, DIM)))
+    assert path.read_bytes() == snapshot and _journal(path).stat().st_size > 0
+    # no close(): as if the process died right here
+    crashed = FaissMirror(Doc.embedding, path=path, kind="hnsw", metadata_columns=["category"])
+    assert crashed.ids() == {1, 2, 4} and crashed.metadata(2) == {"category": "b"}
+    np.testing.assert_allclose(crashed.get([2])[2], live.get([2])[2], rtol=1e-6)
+    assert crashed.recorded_versions([2, 3]) == {2: 2, 3: 2}
+    assert crashed.upsert([3], rng.normal(size=(1, DIM)), versions=[1]) == 0  # the tombstone was journaled
+    crashed.close()
+    live.close()
+
+
+def test_faiss_journal_torn_tail_is_cut_off(tmp_path: Any) -> None:
+    path = tmp_path / "torn.vkfaiss"
+    rng = np.random.default_rng(2)
+    with FaissMirror(Doc.embedding, path=path) as m:
+        m.upsert([1], rng.normal(size=(1, DIM)))
+        m.upsert([2], rng.normal(size=(1, DIM)))
+        m.upsert([3], rng.normal(size=(1, DIM)))
+    journal = _journal(path)
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-10])  # the last append was cut short by a crash
+    with FaissMirror(Doc.embedding, path=path) as m:
+        assert m.ids() == {1, 2}
+        assert journal.stat().st_size < len(whole) - 10  # the torn record is gone from the file
+        m.upsert([5], rng.normal(size=(1, DIM)))
+    with FaissMirror(Doc.embedding, path=path) as m:
+        assert m.ids() == {1, 2, 5}
+    journal.write_bytes(journal.read_bytes() + b"VKJ1 garbage")
+    with FaissMirror(Doc.embedding, path=path) as m:
+        assert m.ids() == {1, 2, 5}
+
+
+def test_faiss_snapshot_skips_journal_records_it_already_holds(tmp_path: Any) -> None:
+    path = tmp_path / "seq.vkfaiss"
+    a, b = np.full((1, DIM), 1.0), np.full((1, DIM), 2.0)
+    with FaissMirror(Doc.embedding, path=path) as m:
+        m.upsert([9], np.ones((1, DIM)))
+        m.upsert([1], b)  # unversioned: applies, no version
+        m.upsert([1], a, versions=[5])  # then a versioned write wins
+        journal = _journal(path).read_bytes()
+        m.save()  # the snapshot holds both; the journal is emptied ...
+    assert _journal(path).stat().st_size == 0
+    _journal(path).write_bytes(journal)  # ... unless the process died between the two steps
+    with FaissMirror(Doc.embedding, path=path) as m:
+        np.testing.assert_allclose(m.get([1])[1], a[0])  # replaying from the snapshot would end with b
+
+
+def test_faiss_journal_is_folded_into_a_snapshot_when_it_outgrows_it(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlalchemy_vectorknobs.mirrors.faiss as faiss_module
+
+    monkeypatch.setattr(faiss_module, "MIN_JOURNAL_BYTES", 0)
+    path = tmp_path / "fold.vkfaiss"
+    rng = np.random.default_rng(3)
+    with FaissMirror(Doc.embedding, path=path) as m:
+        m.upsert(list(range(1, 11)), rng.normal(size=(10, DIM)))
+        sizes = []
+        for pk in range(11, 60):
+            m.upsert([pk], rng.normal(size=(1, DIM)))
+            sizes.append(_journal(path).stat().st_size)
+        assert max(sizes) <= path.stat().st_size + 2 * (DIM * 4 + 200)
+        assert 0 in sizes  # it was emptied along the way
+    with FaissMirror(Doc.embedding, path=path) as m:
+        assert m.count() == 59
 
 
 def test_faiss_refuses_foreign_or_mismatched_files(tmp_path: Any) -> None:
