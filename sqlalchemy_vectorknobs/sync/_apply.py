@@ -26,6 +26,7 @@ __all__ = [
     "check_mirrors",
     "read_rows",
     "plan_writes",
+    "plan_changes",
     "write",
     "next_version",
     "encode_pk",
@@ -141,6 +142,41 @@ def plan_writes(
             plan.delete_ids.append(pk)
             if plan.delete_versions is not None and version is not None:
                 plan.delete_versions.append(version)
+    return plan
+
+
+def plan_changes(
+    mirror: Any,
+    versions: Mapping[Any, int],
+    known: Mapping[Any, tuple[Any, Mapping[str, Any]]],
+    rows: Mapping[Any, Mapping[Any, Any]],
+) -> Planned:
+    """Writes for ``versions``' keys: the ``known`` (vector, metadata) a session flushed, else the row read back.
+
+    A key in neither (its row is gone), or whose vector is None, is deleted. Deletes are always
+    read back rather than trusted: an ORM DELETE that matched no row (deleted meanwhile by someone
+    else) held no lock, so a row inserted again since then may carry a smaller version.
+    """
+    vec_name = mirror.column.name
+    md_names = mirror.metadata_columns
+    plan = Planned([], [], [], [], [], [])
+    assert plan.upsert_versions is not None and plan.delete_versions is not None
+    for pk, version in versions.items():
+        vector: Any = None
+        metadata: Mapping[str, Any] = {}
+        if pk in known:
+            vector, metadata = known[pk]
+        elif pk in rows:
+            row = rows[pk]
+            vector, metadata = row[vec_name], {name: row[name] for name in md_names}
+        if vector is not None:
+            plan.upsert_ids.append(pk)
+            plan.vectors.append(vector)
+            plan.metadata.append({name: metadata.get(name) for name in md_names})
+            plan.upsert_versions.append(version)
+        else:
+            plan.delete_ids.append(pk)
+            plan.delete_versions.append(version)
     return plan
 
 

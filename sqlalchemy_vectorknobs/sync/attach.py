@@ -19,17 +19,27 @@
 * **Per transaction.** Keys are kept per ``SessionTransaction``: a savepoint that rolls back
   discards its keys, a released savepoint hands them to the enclosing transaction, and a rollback
   of the whole transaction discards everything. Nothing touches a mirror before the commit.
+* **Known values.** A row the flush INSERTed, or UPDATEd in every watched column, is recorded
+  with its flushed vector and metadata when those are exactly what the database stores (a
+  float32 ``Vector``; string, integer and boolean metadata columns holding values of that type):
+  applying it needs no read. Anything else (an UPDATE of some columns only, whose other values
+  may be stale; bulk statements; SQL expressions; server defaults; deletes) is read back.
 * **Apply.** When the outermost transaction has committed (and the session let go of its
-  connection), the rows are read again on a fresh connection from the session's bind, so the
-  mirror receives the committed values: rows present with a vector are upserted, the others
-  deleted. Under an ``AsyncSession`` mirror calls run in a worker thread, off the event loop.
+  connection), the rows without known values are read again on a fresh connection from the
+  session's bind, so the mirror receives the committed values: rows present with a vector are
+  upserted, the others deleted. Under an ``AsyncSession`` mirror calls run in a worker thread,
+  off the event loop.
 * **Failures.** A mirror that fails never rolls back committed data. All mirrors are tried, then
   ``on_error="raise"`` raises :class:`MirrorSyncError` from ``commit()`` (the data *is*
   committed) and ``on_error="log"`` logs it.
-* **Ordering.** Without the outbox each apply carries a version taken from the clock just before
-  the re-read (nanoseconds, increasing within a process), so a slow older apply cannot overwrite
-  a newer one in the same process or between processes on one machine's clock. Only
-  ``outbox=True`` guarantees ordering across machines and survives crashes (:mod:`.outbox`).
+* **Ordering.** Without the outbox each change carries a version taken from the clock when it is
+  collected (nanoseconds, increasing within a process), right after its statements ran and while
+  the transaction still holds the rows' locks: a later transaction changing the same row can only
+  do so after this one commits, so it gets a larger version, and a slow older apply cannot
+  overwrite a newer one in the same process or between processes on one machine's clock. The
+  data applied is at least as new as its version (the flushed values, or a read after the
+  commit). Only ``outbox=True`` guarantees ordering across machines and survives crashes
+  (:mod:`.outbox`).
 
 Not captured: SQL the session does not run as ORM statements (``text()``, Core statements on a
 Connection, other programs), database-side cascades and triggers, the legacy
@@ -53,8 +63,8 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, scoped_
 
 from ..exc import InvalidMirrorError, MirrorSyncError
 from . import outbox as _outbox
-from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_writes, read_rows, write
-from .collect import Changes, Collector
+from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_changes, read_rows, write
+from .collect import Changes, Collector, Known
 
 __all__ = ["attach", "Attachment", "MirrorSyncError", "ON_ERROR"]
 
@@ -68,20 +78,43 @@ ON_ERROR = ("raise", "log")
 
 @dataclass
 class _Buffer:
-    """Changes recorded in one transaction: per mirror, ``{pk: op}``; the outbox ids written; binds."""
+    """Changes recorded in one transaction, per mirror index and primary key.
+
+    ``changes``: the last op; ``versions``: the version of that change (a clock version taken when
+    it was collected, while the transaction holds the row's lock, or with the outbox its outbox
+    row id); ``known``: the flushed (vector, metadata) when they need no re-read. Plus the outbox
+    ids written and the connection each mirror's changes went through.
+    """
 
     changes: dict[int, dict[Any, str]] = field(default_factory=dict)
+    versions: dict[int, dict[Any, int]] = field(default_factory=dict)
+    known: Known = field(default_factory=dict)
     outbox_ids: list[int] = field(default_factory=list)
     conns: dict[int, sa.Connection] = field(default_factory=dict)
 
-    def add(self, changes: dict[int, dict[Any, str]], conns: dict[int, sa.Connection], ids: Sequence[int]) -> None:
+    def add(
+        self,
+        changes: Changes,
+        versions: dict[int, dict[Any, int]],
+        known: Known,
+        conns: dict[int, sa.Connection],
+        ids: Sequence[int],
+    ) -> None:
         for index, per_pk in changes.items():
             self.changes.setdefault(index, {}).update(per_pk)
+            self.versions.setdefault(index, {}).update(versions[index])
+            mine = self.known.setdefault(index, {})
+            got = known.get(index, {})
+            for pk in per_pk:
+                if pk in got:
+                    mine[pk] = got[pk]
+                else:
+                    mine.pop(pk, None)  # a later change of unknown values: read the row back
         self.conns.update(conns)
         self.outbox_ids.extend(ids)
 
     def merge(self, other: _Buffer) -> None:
-        self.add(other.changes, other.conns, other.outbox_ids)
+        self.add(other.changes, other.versions, other.known, other.conns, other.outbox_ids)
 
 
 def _transaction_boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTransaction]:
@@ -163,8 +196,8 @@ class Attachment:
     # ------------------------------------------------------------------ collect
 
     def _after_flush(self, session: Session, flush_context: Any) -> None:
-        for mapper, changes in self._collector.flush(session):
-            self._collect(session, changes, session.connection(bind_arguments={"mapper": mapper}))
+        for mapper, changes, known in self._collector.flush(session):
+            self._collect(session, changes, session.connection(bind_arguments={"mapper": mapper}), known)
 
     def _do_orm_execute(self, orm_state: ORMExecuteState) -> Any:
         ran = self._collector.statement(orm_state)
@@ -172,37 +205,56 @@ class Attachment:
             return None
         result, changes, conn = ran
         if changes:
-            self._collect(orm_state.session, changes, conn)
+            self._collect(orm_state.session, changes, conn, {})
         return result
 
-    def _collect(self, session: Session, changes: Changes, conn: sa.Connection) -> None:
-        """Record ``changes`` in the current transaction (and, with the outbox, write their rows)."""
-        ids: Sequence[int] = self._write_outbox(conn, changes) if self.outbox else ()
+    def _collect(self, session: Session, changes: Changes, conn: sa.Connection, known: Known) -> None:
+        """Record ``changes`` in the current transaction (and, with the outbox, write their rows).
+
+        Runs right after the statements that made the changes, while the transaction holds the
+        rows' locks: a later transaction changing the same row gets a larger version (clock or
+        outbox id), so versions order the changes of a row as the database ordered them.
+        """
+        if self.outbox:
+            versions = self._write_outbox(conn, changes)
+            ids: Sequence[int] = [i for per_pk in versions.values() for i in per_pk.values()]
+        else:
+            version = next_version()
+            versions = {index: dict.fromkeys(per_pk, version) for index, per_pk in changes.items()}
+            ids = ()
         boundary = session.get_nested_transaction() or session.get_transaction()
         if boundary is None:  # pragma: no cover - a flush or statement always runs in a transaction
             return
         with self._lock:
-            self._buffers.setdefault(boundary, _Buffer()).add(changes, dict.fromkeys(changes, conn), ids)
+            self._buffers.setdefault(boundary, _Buffer()).add(changes, versions, known, dict.fromkeys(changes, conn), ids)
 
-    def _write_outbox(self, conn: sa.Connection, changes: dict[int, dict[Any, str]]) -> list[int]:
+    def _write_outbox(self, conn: sa.Connection, changes: Changes) -> dict[int, dict[Any, int]]:
+        """Insert one outbox row per change; return the row id of each (mirror index, pk)."""
         self._check_outbox(conn)
         now = time.time()
+        keys = [(index, pk) for index, per_pk in changes.items() for pk in per_pk]
         rows = [
             {
                 "mirror": self.mirrors[index].name,
                 "table_name": self.mirrors[index].table.fullname,
                 "pk": encode_pk(pk),
-                "op": op,
+                "op": changes[index][pk],
                 "attempts": 0,
                 "available_at": 0.0,
                 "created_at": now,
                 "dead": 0,
             }
-            for index, per_pk in changes.items()
-            for pk, op in per_pk.items()
+            for index, pk in keys
         ]
         t = _outbox.outbox_table
-        return [int(i) for i in conn.execute(t.insert().returning(t.c.id), rows).scalars()]
+        # Each (mirror, pk) appears once here, so the returned rows map back without asking the
+        # database to keep the parameters' order (which costs as much as the INSERT on SQLite).
+        where = {(row["mirror"], row["pk"]): key for row, key in zip(rows, keys)}
+        out: dict[int, dict[Any, int]] = {}
+        for row_id, mirror, pk_text in conn.execute(t.insert().returning(t.c.id, t.c.mirror, t.c.pk), rows):
+            index, pk = where[(mirror, pk_text)]
+            out.setdefault(index, {})[pk] = int(row_id)
+        return out
 
     def _check_outbox(self, conn: sa.Connection) -> None:
         if conn.engine in self._outbox_ready:
@@ -255,36 +307,44 @@ class Attachment:
 
     def _apply_table(self, buf: _Buffer, indexes: list[int], failures: dict[str, BaseException]) -> None:
         mirrors = [self.mirrors[i] for i in indexes]
-        keys = {pk for i in indexes for pk in buf.changes[i]}
+        # Rows whose flushed values are not known (updates of some columns only, bulk statements,
+        # SQL expressions, server defaults, deletes) are read back.
+        keys = {pk for i in indexes for pk in buf.changes[i] if pk not in buf.known.get(i, {})}
         used = buf.conns[indexes[0]]
-        try:
-            version = next_version()  # taken before the read: a later reader gets a larger one
-            if not used.closed and used.in_transaction():
-                # The session joined a transaction it does not own (Session(bind=connection)):
-                # its data is visible only there, so read there.
-                rows = read_rows(used, mirrors, keys)
-            else:
-                with used.engine.connect() as conn:
-                    rows = read_rows(conn, mirrors, keys)
-        except Exception as err:
-            failures.update({m.name: err for m in mirrors})
-            return
+        rows: dict[Any, Any] = {}
+        if keys:
+            try:
+                if not used.closed and used.in_transaction():
+                    # The session joined a transaction it does not own (Session(bind=connection)):
+                    # its data is visible only there, so read there.
+                    rows = read_rows(used, mirrors, keys)
+                else:
+                    with used.engine.connect() as conn:
+                        rows = read_rows(conn, mirrors, keys)
+            except Exception as err:
+                failures.update({m.name: err for m in mirrors})
+                return
         for index, mirror in zip(indexes, mirrors):
             try:
-                write(mirror, plan_writes(mirror, buf.changes[index], rows, version))
+                write(mirror, plan_changes(mirror, buf.versions[index], buf.known.get(index, {}), rows))
             except Exception as err:
                 failures[mirror.name] = err
 
     def _drain_written(self, buf: _Buffer, failures: dict[str, BaseException]) -> None:
         mirrors = [self.mirrors[i] for i in buf.changes]
         by_engine: dict[sa.Engine, list[Any]] = {}
+        known: dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]] = {}
         for index, mirror in zip(buf.changes, mirrors):
             # Rows of a transaction the session does not own are not visible yet: the claim finds
             # nothing and leaves them to a later drain, once (and if) that transaction commits.
             by_engine.setdefault(buf.conns[index].engine, []).append(mirror)
+            values = buf.known.get(index)
+            if values:
+                ids = buf.versions[index]
+                known[mirror.name] = {pk: (ids[pk], vector, metadata) for pk, (vector, metadata) in values.items()}
         for engine, group in by_engine.items():
             try:
-                report = drain_written(engine, group, buf.outbox_ids)
+                report = drain_written(engine, group, buf.outbox_ids, known)
             except Exception as err:
                 failures.update({m.name: err for m in group})
             else:
@@ -306,9 +366,14 @@ class Attachment:
         log.error(message)
 
 
-def drain_written(engine: sa.Engine, mirrors: list[Any], ids: Sequence[int]) -> _outbox.DrainReport:
+def drain_written(
+    engine: sa.Engine,
+    mirrors: list[Any],
+    ids: Sequence[int],
+    known: Optional[dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]]] = None,
+) -> _outbox.DrainReport:
     """The after-commit drain of the outbox rows one transaction wrote (a seam for tests)."""
-    return _outbox.drain(engine, mirrors, ids=ids)
+    return _outbox.drain(engine, mirrors, ids=ids, known=known)
 
 
 # ------------------------------------------------------------------------------ attach

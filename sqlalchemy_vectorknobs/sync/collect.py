@@ -22,15 +22,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
-__all__ = ["Changes", "Collector"]
+from ..codec import Kind
+from ..types import VectorType
+
+__all__ = ["Changes", "Known", "Collector"]
 
 #: Per mirror index, ``{pk: "upsert" | "delete"}`` (the last op of a key wins).
 Changes = dict[int, dict[Any, str]]
+#: Per mirror index, ``{pk: (vector, metadata)}`` for upserted rows whose flushed values are exactly
+#: what the database stores (so applying them needs no re-read); vector None means "no vector".
+Known = dict[int, dict[Any, tuple[Optional[np.ndarray], dict[str, Any]]]]
 
 try:  # the result SQLAlchemy returns for an INSERT without RETURNING
     from sqlalchemy.engine.cursor import _NO_RESULT_METADATA as _NO_ROWS
@@ -57,6 +64,36 @@ class _Track:
     pk_key: str
     pk_position: Optional[int]  # position of the key in the mapper's identity, if it is there
     watched: tuple[str, ...]  # the vector and metadata attribute keys
+    # (metadata column name, attribute key, Python type the database gives back); None when a
+    # flushed value may differ from the stored one (half vectors, other column types)
+    known: Optional[tuple[tuple[str, str, type], ...]]
+
+
+def _round_trip_type(column: sa.Column[Any]) -> Optional[type]:
+    """The Python type a value of ``column`` keeps unchanged through the database, if there is one."""
+    t = column.type
+    if isinstance(t, (sa.TypeDecorator, sa.Enum, sa.CHAR, sa.NCHAR)):
+        return None
+    if isinstance(t, sa.Boolean):
+        return bool
+    if isinstance(t, sa.Integer):
+        return int
+    if isinstance(t, sa.String):
+        return str
+    return None
+
+
+def _known_spec(table: sa.Table, mirror: Any, key: Callable[[sa.Column[Any]], str]) -> Optional[tuple[tuple[str, str, type], ...]]:
+    vector_type = mirror.column.type
+    if not isinstance(vector_type, VectorType) or vector_type.kind is not Kind.FLOAT32:
+        return None  # half vectors are rounded by the database: read them back
+    spec = []
+    for name in mirror.metadata_columns:
+        py = _round_trip_type(table.c[name])
+        if py is None:
+            return None
+        spec.append((name, key(table.c[name]), py))
+    return tuple(spec)
 
 
 class Collector:
@@ -83,7 +120,7 @@ class Collector:
                     pk_prop = mapper.get_property_by_column(mirror.pk_column)
                     position = next((n for n, col in enumerate(mapper.primary_key) if col in pk_prop.columns), None)
                     watched = (key(mirror.column), *(key(table.c[n]) for n in mirror.metadata_columns))
-                    found.append(_Track(i, pk_prop.key, position, watched))
+                    found.append(_Track(i, pk_prop.key, position, watched, _known_spec(table, mirror, key)))
             tracks = self._tracks[mapper] = tuple(found)
         return tracks
 
@@ -94,20 +131,67 @@ class Collector:
             return identity[track.pk_position]
         return state.dict.get(track.pk_key)
 
-    def flush(self, session: Session) -> list[tuple[Any, Changes]]:
-        """The changes of the flush in progress, grouped by a mapper of their table (for its bind)."""
+    @staticmethod
+    def _values(state: Any, track: _Track, inserted: bool) -> Optional[tuple[Optional[np.ndarray], dict[str, Any]]]:
+        """The flushed (vector, metadata) of an upserted row, or None if they must be read back.
+
+        An INSERT wrote every value the object holds. An UPDATE wrote only the changed ones: the
+        others may be stale (another transaction may have committed new values since the object
+        was loaded), so the values are known only when every watched attribute was written.
+        """
+        if track.known is None:
+            return None
+        if not inserted and not all(state.attrs[key].history.has_changes() for key in track.watched):
+            return None
+        d = state.dict
+        vector_key = track.watched[0]
+        if vector_key not in d:
+            return None  # expired: a SQL expression or a server-side value
+        raw = d[vector_key]
+        if raw is None:
+            vector = None
+        elif isinstance(raw, np.ndarray) or type(raw) in (list, tuple):
+            try:
+                vector = np.asarray(raw, dtype=np.float32)
+            except (TypeError, ValueError):
+                return None
+            if vector.ndim != 1:
+                return None
+        else:
+            return None
+        metadata: dict[str, Any] = {}
+        for name, attr, py in track.known:
+            if attr not in d:
+                return None
+            value = d[attr]
+            if value is not None and type(value) is not py:
+                return None  # e.g. an int given to a string column: the database's form differs
+            metadata[name] = value
+        return vector, metadata
+
+    def flush(self, session: Session) -> list[tuple[Any, Changes, Known]]:
+        """The changes of the flush in progress, grouped by a mapper of their table (for its bind).
+
+        With each group come the values known for its upserted rows (see :data:`Known`).
+        """
         changes: Changes = {}
+        known: Known = {}
         mappers: dict[int, Any] = {}
 
-        def record(track: _Track, pk: Any, op: str, mapper: Any) -> None:
+        def record(track: _Track, pk: Any, op: str, mapper: Any, state: Any = None, inserted: bool = False) -> None:
             if pk is not None:
                 changes.setdefault(track.index, {})[pk] = op
                 mappers.setdefault(track.index, mapper)
+                values = self._values(state, track, inserted) if state is not None else None
+                if values is not None:
+                    known.setdefault(track.index, {})[pk] = values
+                else:
+                    known.get(track.index, {}).pop(pk, None)
 
         for obj in session.new:
             state = instance_state(obj)
             for track in self._tracks_for(state.mapper):
-                record(track, state.dict.get(track.pk_key), "upsert", state.mapper)
+                record(track, state.dict.get(track.pk_key), "upsert", state.mapper, state, inserted=True)
         for obj in session.dirty:
             state = instance_state(obj)
             if state.key is None:
@@ -117,17 +201,20 @@ class Collector:
                 pk_history = attrs[track.pk_key].history
                 if pk_history.deleted and pk_history.added:  # the primary key itself changed
                     record(track, pk_history.deleted[0], "delete", state.mapper)
-                    record(track, pk_history.added[0], "upsert", state.mapper)
+                    record(track, pk_history.added[0], "upsert", state.mapper, state)
                 elif any(attrs[key].history.has_changes() for key in track.watched):
-                    record(track, self._identity_pk(state, track), "upsert", state.mapper)
+                    record(track, self._identity_pk(state, track), "upsert", state.mapper, state)
         for obj in session.deleted:
             state = instance_state(obj)
             for track in self._tracks_for(state.mapper):
                 record(track, self._identity_pk(state, track), "delete", state.mapper)
-        by_mapper: dict[Any, Changes] = {}
+        by_mapper: dict[Any, tuple[Changes, Known]] = {}
         for index, per_pk in changes.items():
-            by_mapper.setdefault(mappers[index], {})[index] = per_pk
-        return list(by_mapper.items())
+            group = by_mapper.setdefault(mappers[index], ({}, {}))
+            group[0][index] = per_pk
+            if known.get(index):
+                group[1][index] = known[index]
+        return [(mapper, c, k) for mapper, (c, k) in by_mapper.items()]
 
     # ------------------------------------------------------------------ bulk statements
 

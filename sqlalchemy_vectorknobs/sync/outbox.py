@@ -19,7 +19,9 @@ How a drain works, per batch of ``batch_size`` rows in id order:
 2. coalesce them by (mirror, primary key), keeping the highest outbox id as the version;
 3. re-read the current committed rows and upsert those present (with a vector) or delete the
    others, passing ``versions=`` the outbox ids (plus :data:`VERSION_BASE`), so an older change
-   that arrives late is ignored by the mirror and can never resurrect an old vector;
+   that arrives late is ignored by the mirror and can never resurrect an old vector (the drain
+   right after a commit skips the read for rows whose flushed values it was given: the state
+   right after that outbox row's change, see ``known``);
 4. delete the applied rows; a failed row gets ``attempts + 1``, ``last_error`` and an
    ``available_at`` pushed back exponentially (``backoff * 2 ** (attempts - 1)`` seconds), and
    after ``max_attempts`` it is marked ``dead``: kept in the table, listed in the report, never
@@ -33,13 +35,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import sqlalchemy as sa
 
 from .._blocking import in_greenlet
 from ..exc import InvalidMirrorError
-from ._apply import CHUNK, check_mirrors, decode_pk, pk_kind, plan_writes, read_rows, write
+from ._apply import CHUNK, check_mirrors, decode_pk, pk_kind, plan_changes, read_rows, write
 
 __all__ = [
     "OUTBOX_TABLE",
@@ -209,13 +211,17 @@ def drain(
     backoff: float = 0.5,
     ids: Optional[Iterable[int]] = None,
     now: Optional[float] = None,
+    known: Optional[Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]]] = None,
 ) -> DrainReport:
     """Apply the pending outbox rows of ``mirrors``; see the module docstring for the steps.
 
     ``target`` is an Engine (or a Connection, session or session factory whose engine is used;
     each batch runs in its own transaction on its own connection). ``ids`` restricts the drain to
     those outbox rows (what ``attach`` does after a commit). ``now`` is the time, in seconds
-    since the epoch, that decides which delayed retries are due (default: the clock)::
+    since the epoch, that decides which delayed retries are due (default: the clock).
+    ``known`` maps a mirror name to ``{pk: (outbox id, vector, metadata)}``: the values the row had
+    right after that outbox row's change (what a session flushed); a key whose newest claimed row
+    is that one is applied from them instead of being read again (``attach`` passes them)::
 
         report = vk.drain(engine, [faiss_mirror], batch_size=1000)
         if report.dead:
@@ -243,7 +249,7 @@ def drain(
                 clock = time.time() if now is None else now
                 rows = conn.execute(q.where(t.c.available_at <= clock).order_by(t.c.id).with_for_update(skip_locked=True)).all()
                 if rows:
-                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report)
+                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, known)
         return report
     cursor = 0
     while True:
@@ -289,8 +295,14 @@ def _process(
     max_attempts: int,
     backoff: float,
     report: DrainReport,
+    known: Optional[Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]]] = None,
 ) -> None:
-    """Apply one claimed batch and record the outcome of every row (in the claiming transaction)."""
+    """Apply one claimed batch and record the outcome of every row (in the claiming transaction).
+
+    Each key is applied with the version of its newest claimed row: with the ``known`` values of
+    that very row when there are some (the row's state right after that change), else as read
+    again now (a state at least that new).
+    """
     versions: dict[str, dict[Any, int]] = {}
     members: dict[str, list[Any]] = {}
     failed: list[tuple[Any, str]] = []
@@ -303,19 +315,32 @@ def _process(
         per_pk = versions.setdefault(row.mirror, {})
         per_pk[pk] = max(per_pk.get(pk, 0), version_of(int(row.id)))
         members.setdefault(row.mirror, []).append(row)
+    given: dict[str, dict[Any, tuple[Any, Mapping[str, Any]]]] = {}
+    for name, per_pk in versions.items():
+        offered = (known or {}).get(name) or {}
+        given[name] = {
+            pk: (vector, metadata)
+            for pk, (outbox_id, vector, metadata) in offered.items()
+            if per_pk.get(pk) == version_of(outbox_id)
+        }
     # One read per table, shared by every mirror of that table.
     by_table: dict[Any, list[Any]] = {}
     for name in versions:
         by_table.setdefault(by_name[name].table, []).append(by_name[name])
     current: dict[Any, Any] = {}
     for table, table_mirrors in by_table.items():
-        keys = {pk for m in table_mirrors for pk in versions[m.name]}
-        current[table] = read_rows(conn, table_mirrors, keys)
+        keys = {
+            pk
+            for m in table_mirrors
+            for pk in versions[m.name]
+            if pk not in given[m.name]
+        }
+        current[table] = read_rows(conn, table_mirrors, keys) if keys else {}
     applied: list[int] = []
     for name, per_pk in versions.items():
         mirror = by_name[name]
         try:
-            write(mirror, plan_writes(mirror, per_pk, current[mirror.table], per_pk))
+            write(mirror, plan_changes(mirror, per_pk, given[name], current[mirror.table]))
         except Exception as err:
             report.errors[name] = err
             failed.extend((row, f"{type(err).__name__}: {err}") for row in members[name])
