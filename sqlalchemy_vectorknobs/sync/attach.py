@@ -117,6 +117,13 @@ class _Buffer:
         self.add(other.changes, other.versions, other.known, other.conns, other.outbox_ids)
 
 
+# Constants are SQL literals, not parameters: a multi-row INSERT ... RETURNING with fewer
+# parameters per row measured 1.7x faster on PostgreSQL (and the statement stays cacheable).
+_OUTBOX_INSERT = _outbox.outbox_table.insert().values(
+    attempts=sa.literal_column("0"), available_at=sa.literal_column("0.0"), dead=sa.literal_column("0")
+)
+
+
 def _transaction_boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTransaction]:
     """The innermost real transaction (root or savepoint) at or above ``transaction``."""
     while transaction is not None and not transaction.nested and transaction.parent is not None:
@@ -239,18 +246,12 @@ class Attachment:
                 "table_name": self.mirrors[index].table.fullname,
                 "pk": encode_pk(pk),
                 "op": changes[index][pk],
+                "created_at": now,
             }
             for index, pk in keys
         ]
         t = _outbox.outbox_table
-        # Values shared by every row are SQL literals, not parameters: a multi-row INSERT ...
-        # RETURNING with half the parameters measured 1.7x faster on PostgreSQL.
-        stmt = t.insert().values(
-            attempts=sa.literal_column("0"),
-            available_at=sa.literal_column("0.0"),
-            created_at=sa.literal_column(repr(float(now))),
-            dead=sa.literal_column("0"),
-        )
+        stmt = _OUTBOX_INSERT
         # Each (mirror, pk) appears once here, so the returned rows map back without asking the
         # database to keep the parameters' order (which costs as much as the INSERT on SQLite).
         where = {(row["mirror"], row["pk"]): key for row, key in zip(rows, keys)}
