@@ -27,9 +27,11 @@ demo: $(VENV)/.stamp-demo
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest --require-backends $(PYTEST_ARGS)
 	$(BIN)/python -m mypy
+	$(BIN)/python -m ruff check .
 
 typecheck: $(VENV)/.stamp-test
 	$(BIN)/python -m mypy
+	$(BIN)/python -m ruff check .
 
 bench: $(VENV)/.stamp-test
 	$(BIN)/python -m pip install -q faiss-cpu

@@ -17,7 +17,8 @@ global comparator registry. Your own ``render_item``, ``include_object``, ``comp
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 
 def _alembic_is_loading() -> bool:
@@ -35,7 +36,7 @@ if not DEFERRED:
     import alembic
 
     from . import impl as _impl  # noqa: F401  (registers the operation implementations)
-    from . import render as _render  # noqa: F401  (registers the renderers)
+    from . import render as _render
     from .ops import (
         AlterVectorColumnOp,
         CreateFullTextIndexOp,
@@ -48,15 +49,15 @@ if not DEFERRED:
     )
 
 __all__ = [
-    "autogenerate_options",
-    "CreateVectorExtensionOp",
-    "DropVectorExtensionOp",
-    "CreateVectorIndexOp",
-    "DropVectorIndexOp",
-    "ReindexVectorIndexOp",
     "AlterVectorColumnOp",
     "CreateFullTextIndexOp",
+    "CreateVectorExtensionOp",
+    "CreateVectorIndexOp",
     "DropFullTextIndexOp",
+    "DropVectorExtensionOp",
+    "DropVectorIndexOp",
+    "ReindexVectorIndexOp",
+    "autogenerate_options",
 ]
 
 _DEFAULT_PLUGINS = ["alembic.autogenerate.*"]
@@ -112,9 +113,7 @@ def _creates_vector_columns(ops: Any) -> bool:
         if isinstance(op, alembic_ops.CreateTableOp):
             if any(isinstance(getattr(c, "type", None), VectorType) for c in op.columns):
                 return True
-        elif isinstance(op, alembic_ops.AddColumnOp) and isinstance(op.column.type, VectorType):
-            return True
-        elif _creates_vector_columns(op):  # ModifyTableOps
+        elif isinstance(op, alembic_ops.AddColumnOp) and isinstance(op.column.type, VectorType) or _creates_vector_columns(op):
             return True
     return False
 
@@ -136,11 +135,11 @@ def _ensure_extension(context: Any, script: Any) -> None:
 
 def autogenerate_options(
     *,
-    render_item: Optional[Callable[..., Any]] = None,
-    include_object: Optional[Callable[..., bool]] = None,
-    compare_type: Optional[Callable[..., Any]] = None,
-    process_revision_directives: Optional[Callable[..., Any]] = None,
-    autogenerate_plugins: Optional[Sequence[str]] = None,
+    render_item: Callable[..., Any] | None = None,
+    include_object: Callable[..., bool] | None = None,
+    compare_type: Callable[..., Any] | None = None,
+    process_revision_directives: Callable[..., Any] | None = None,
+    autogenerate_plugins: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for ``context.configure`` that make autogenerate vector-aware.
 

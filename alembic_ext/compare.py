@@ -17,7 +17,7 @@ Indexes that only differ in what the model leaves to the database (``lists=None`
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -42,10 +42,10 @@ _DISTANCE = {"l2": "l2", "ip": "ip", "cosine": "cosine", "l1": "l1", "hamming": 
 def compare_vectors(
     autogen_context: Any,
     modify_ops: Any,
-    schema: Optional[str],
+    schema: str | None,
     tname: str,
-    conn_table: Optional[sa.Table],
-    metadata_table: Optional[sa.Table],
+    conn_table: sa.Table | None,
+    metadata_table: sa.Table | None,
 ) -> Any:
     """Table-level comparator: vector column types, then vector indexes."""
     bind = autogen_context.connection
@@ -82,7 +82,7 @@ def compare_vectors(
 
 
 def compare_fulltext(
-    bind: Any, modify_ops: Any, schema: Optional[str], tname: str, conn_table: Optional[sa.Table], metadata_table: sa.Table
+    bind: Any, modify_ops: Any, schema: str | None, tname: str, conn_table: sa.Table | None, metadata_table: sa.Table
 ) -> None:
     """FullTextIndex objects against the live full-text indexes this package made (columns and
     configuration, or FTS5 tokenizer, compared)."""
@@ -114,13 +114,13 @@ def _continue() -> Any:
         return None
 
 
-def _indexed_column(expression: str) -> Optional[str]:
+def _indexed_column(expression: str) -> str | None:
     """The column an index expression is built on: ``embedding`` of ``(binary_quantize(embedding)::bit(3))``."""
     match = re.search(r"\w+", re.sub(r"binary_quantize|::\w+\(\d+\)", " ", expression))
     return match.group(0) if match else None
 
 
-def _live_type(bind: Any, info: Any) -> Optional[VectorType]:
+def _live_type(bind: Any, info: Any) -> VectorType | None:
     column = _indexed_column(info.expression or "")
     return live_column_type(bind, info.table, column, info.schema) if column else None
 
@@ -129,7 +129,7 @@ def _same(bind: Any, index: vk.VectorIndex, info: Any) -> bool:
     return bool(dialects.for_dialect(bind.dialect).vector_index_matches(bind, index, info))
 
 
-def op_from_catalog(info: Any, column_type: Optional[VectorType]) -> CreateVectorIndexOp:
+def op_from_catalog(info: Any, column_type: VectorType | None) -> CreateVectorIndexOp:
     """The create op that would rebuild a live index (for downgrades of drops and changes)."""
     expression = info.expression or ""
     column = _indexed_column(expression)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.operations import Operations
@@ -25,9 +26,9 @@ from sqlalchemy_vectorknobs.types import VectorType
 from .ops import (
     AlterVectorColumnOp,
     CreateFullTextIndexOp,
-    DropFullTextIndexOp,
     CreateVectorExtensionOp,
     CreateVectorIndexOp,
+    DropFullTextIndexOp,
     DropVectorExtensionOp,
     DropVectorIndexOp,
     ReindexVectorIndexOp,
@@ -57,7 +58,7 @@ def _in_autocommit(operations: Operations, concurrently: bool, run: Callable[[],
         run()
 
 
-def live_column_type(bind: Any, table: str, column: str, schema: Optional[str]) -> Optional[VectorType]:
+def live_column_type(bind: Any, table: str, column: str, schema: str | None) -> VectorType | None:
     """The vk type of a vector column as the database has it (None if it is not a vector column)."""
     for info in vk.inspect_vectors(bind).columns:
         if info.table == table and info.column == column and (schema is None or info.schema == schema):
@@ -66,7 +67,7 @@ def live_column_type(bind: Any, table: str, column: str, schema: Optional[str]) 
     return None
 
 
-def _table_for(operations: Operations, table_name: str, column_name: str, schema: Optional[str], column_type: Any) -> sa.Table:
+def _table_for(operations: Operations, table_name: str, column_name: str, schema: str | None, column_type: Any) -> sa.Table:
     """A Table object carrying what the index DDL needs, reflected online or built offline."""
     if _online(operations):
         bind = operations.get_bind()
@@ -122,7 +123,7 @@ def _create_vector_index(operations: Operations, op: CreateVectorIndexOp) -> Non
     _in_autocommit(operations, bool(op.knobs.get("concurrently")), lambda: create_index(operations, index))
 
 
-def drop_index(operations: Operations, name: str, schema: Optional[str]) -> None:
+def drop_index(operations: Operations, name: str, schema: str | None) -> None:
     qualified = f"{schema}.{name}" if schema else name
     for sql in _support(operations).drop_vector_index_sql(qualified, _preparer(operations)):
         operations.execute(sql)
@@ -151,7 +152,7 @@ def _reindex_vector_index(operations: Operations, op: ReindexVectorIndexOp) -> N
     create_index(operations, index)
 
 
-def _live_sqlite_index(operations: Operations, name: str, column_type: Optional[VectorType] = None) -> vk.VectorIndex:
+def _live_sqlite_index(operations: Operations, name: str, column_type: VectorType | None = None) -> vk.VectorIndex:
     """The VectorIndex of a live vec0-backed index, rebuilt from the SQLite catalog."""
     bind = operations.get_bind()
     info = next((i for i in vk.inspect_vectors(bind).indexes if i.name == name), None)

@@ -14,7 +14,7 @@ the dialect modules of ``sqlalchemy_vectorknobs``::
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from alembic.operations import BatchOperations, MigrateOperation, Operations
 
@@ -23,15 +23,15 @@ from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 from sqlalchemy_vectorknobs.types import VectorType
 
 __all__ = [
-    "CreateVectorExtensionOp",
-    "DropVectorExtensionOp",
-    "CreateVectorIndexOp",
-    "DropVectorIndexOp",
-    "ReindexVectorIndexOp",
+    "INDEX_KNOBS",
     "AlterVectorColumnOp",
     "CreateFullTextIndexOp",
+    "CreateVectorExtensionOp",
+    "CreateVectorIndexOp",
     "DropFullTextIndexOp",
-    "INDEX_KNOBS",
+    "DropVectorExtensionOp",
+    "DropVectorIndexOp",
+    "ReindexVectorIndexOp",
 ]
 
 #: VectorIndex keyword arguments an index op carries, with their defaults
@@ -49,7 +49,7 @@ INDEX_KNOBS: dict[str, Any] = {
 
 
 class _ExtensionOp(MigrateOperation):
-    def __init__(self, schema: Optional[str] = None) -> None:
+    def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
 
 
@@ -58,7 +58,7 @@ class CreateVectorExtensionOp(_ExtensionOp):
     """``CREATE EXTENSION IF NOT EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
 
     @classmethod
-    def create_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:
+    def create_vector_extension(cls, operations: Operations, schema: str | None = None) -> None:
         """Install pgvector in the database (``schema`` to choose where its types live)."""
         operations.invoke(cls(schema=schema))
 
@@ -71,7 +71,7 @@ class DropVectorExtensionOp(_ExtensionOp):
     """``DROP EXTENSION IF EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
 
     @classmethod
-    def drop_vector_extension(cls, operations: Operations, schema: Optional[str] = None) -> None:
+    def drop_vector_extension(cls, operations: Operations, schema: str | None = None) -> None:
         """Remove pgvector from the database (fails while vector columns exist)."""
         operations.invoke(cls(schema=schema))
 
@@ -94,8 +94,8 @@ class CreateVectorIndexOp(MigrateOperation):
         table_name: str,
         column_name: str,
         *,
-        schema: Optional[str] = None,
-        column_type: Optional[VectorType] = None,
+        schema: str | None = None,
+        column_type: VectorType | None = None,
         **knobs: Any,
     ) -> None:
         unknown = set(knobs) - set(INDEX_KNOBS)
@@ -116,8 +116,8 @@ class CreateVectorIndexOp(MigrateOperation):
         table_name: str,
         column_name: str,
         *,
-        schema: Optional[str] = None,
-        column_type: Optional[VectorType] = None,
+        schema: str | None = None,
+        column_type: VectorType | None = None,
         **knobs: Any,
     ) -> None:
         """Create a vector index (HNSW / IVFFlat on PostgreSQL, a vec0 table on SQLite)."""
@@ -164,8 +164,8 @@ class DropVectorIndexOp(MigrateOperation):
         index_name: str,
         table_name: str,
         *,
-        schema: Optional[str] = None,
-        _reverse: Optional[CreateVectorIndexOp] = None,
+        schema: str | None = None,
+        _reverse: CreateVectorIndexOp | None = None,
     ) -> None:
         self.index_name = index_name
         self.table_name = table_name
@@ -174,7 +174,7 @@ class DropVectorIndexOp(MigrateOperation):
 
     @classmethod
     def drop_vector_index(
-        cls, operations: Operations, index_name: str, table_name: str, *, schema: Optional[str] = None
+        cls, operations: Operations, index_name: str, table_name: str, *, schema: str | None = None
     ) -> None:
         """Drop a vector index."""
         operations.invoke(cls(index_name, table_name, schema=schema))
@@ -203,14 +203,14 @@ class DropVectorIndexOp(MigrateOperation):
 class ReindexVectorIndexOp(MigrateOperation):
     """Rebuild a vector index (``REINDEX INDEX [CONCURRENTLY]``; on SQLite, refill its vec0 table)."""
 
-    def __init__(self, index_name: str, *, schema: Optional[str] = None, concurrently: bool = True) -> None:
+    def __init__(self, index_name: str, *, schema: str | None = None, concurrently: bool = True) -> None:
         self.index_name = index_name
         self.schema = schema
         self.concurrently = concurrently
 
     @classmethod
     def reindex_vector_index(
-        cls, operations: Operations, index_name: str, *, schema: Optional[str] = None, concurrently: bool = True
+        cls, operations: Operations, index_name: str, *, schema: str | None = None, concurrently: bool = True
     ) -> None:
         """Rebuild a vector index, by default without blocking writes (PostgreSQL)."""
         operations.invoke(cls(index_name, schema=schema, concurrently=concurrently))
@@ -233,11 +233,11 @@ class AlterVectorColumnOp(MigrateOperation):
         table_name: str,
         column_name: str,
         *,
-        dim: Optional[int] = None,
-        type_: Optional[VectorType] = None,
-        existing_type: Optional[VectorType] = None,
-        using: Optional[str] = None,
-        schema: Optional[str] = None,
+        dim: int | None = None,
+        type_: VectorType | None = None,
+        existing_type: VectorType | None = None,
+        using: str | None = None,
+        schema: str | None = None,
     ) -> None:
         if dim is None and type_ is None:
             raise TypeError("alter_vector_column needs dim= or type_= to say what changes.")
@@ -256,18 +256,18 @@ class AlterVectorColumnOp(MigrateOperation):
         table_name: str,
         column_name: str,
         *,
-        dim: Optional[int] = None,
-        type_: Optional[VectorType] = None,
-        existing_type: Optional[VectorType] = None,
-        using: Optional[str] = None,
-        schema: Optional[str] = None,
+        dim: int | None = None,
+        type_: VectorType | None = None,
+        existing_type: VectorType | None = None,
+        using: str | None = None,
+        schema: str | None = None,
     ) -> None:
         """Change a vector column's dimension (``dim=``) or type (``type_=vk.HalfVector(384)``)."""
         operations.invoke(
             cls(table_name, column_name, dim=dim, type_=type_, existing_type=existing_type, using=using, schema=schema)
         )
 
-    def new_type(self, current: Optional[VectorType]) -> VectorType:
+    def new_type(self, current: VectorType | None) -> VectorType:
         if self.type_ is not None:
             return self.type_
         base = current if current is not None else self.existing_type
@@ -306,8 +306,8 @@ class CreateFullTextIndexOp(MigrateOperation):
         columns: list[str],
         *,
         config: str = "english",
-        tokenize: Optional[str] = None,
-        schema: Optional[str] = None,
+        tokenize: str | None = None,
+        schema: str | None = None,
     ) -> None:
         if isinstance(columns, str) or not columns:
             raise TypeError("create_fulltext_index takes a list of text column names, e.g. ['title', 'body'].")
@@ -327,8 +327,8 @@ class CreateFullTextIndexOp(MigrateOperation):
         columns: list[str],
         *,
         config: str = "english",
-        tokenize: Optional[str] = None,
-        schema: Optional[str] = None,
+        tokenize: str | None = None,
+        schema: str | None = None,
     ) -> None:
         """Create a full-text index over ``columns`` of ``table_name``."""
         operations.invoke(cls(index_name, table_name, columns, config=config, tokenize=tokenize, schema=schema))
@@ -360,8 +360,8 @@ class DropFullTextIndexOp(MigrateOperation):
         index_name: str,
         table_name: str,
         *,
-        schema: Optional[str] = None,
-        _reverse: Optional[CreateFullTextIndexOp] = None,
+        schema: str | None = None,
+        _reverse: CreateFullTextIndexOp | None = None,
     ) -> None:
         self.index_name = index_name
         self.table_name = table_name
@@ -370,7 +370,7 @@ class DropFullTextIndexOp(MigrateOperation):
 
     @classmethod
     def drop_fulltext_index(
-        cls, operations: Operations, index_name: str, table_name: str, *, schema: Optional[str] = None
+        cls, operations: Operations, index_name: str, table_name: str, *, schema: str | None = None
     ) -> None:
         """Drop a full-text index."""
         operations.invoke(cls(index_name, table_name, schema=schema))

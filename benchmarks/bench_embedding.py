@@ -29,8 +29,9 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -41,10 +42,7 @@ import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs.embedding import listener
 
 DIM = 384
-WORDS = (
-    "vector index query table column model session flush commit embedding cosine distance "
-    "nearest neighbour search text title body migration database transaction batch row"
-).split()
+WORDS = ["vector", "index", "query", "table", "column", "model", "session", "flush", "commit", "embedding", "cosine", "distance", "nearest", "neighbour", "search", "text", "title", "body", "migration", "database", "transaction", "batch", "row"]
 
 
 class Base(DeclarativeBase):
@@ -58,7 +56,7 @@ class Synced(Base):
     __tablename__ = "bench_synced"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     title: Mapped[str] = mapped_column(sa.String(200))
-    body: Mapped[Optional[str]] = mapped_column(sa.Text)
+    body: Mapped[str | None] = mapped_column(sa.Text)
     embedding = vk.embedded_column(vk.Vector(DIM), source=("title", "body"), embedder=EMBEDDER, batch_size=256)
 
 
@@ -66,7 +64,7 @@ class Precomputed(Base):
     __tablename__ = "bench_precomputed"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     title: Mapped[str] = mapped_column(sa.String(200))
-    body: Mapped[Optional[str]] = mapped_column(sa.Text)
+    body: Mapped[str | None] = mapped_column(sa.Text)
     embedding = mapped_column(vk.Vector(DIM))
 
 

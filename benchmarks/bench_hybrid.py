@@ -35,9 +35,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from _common import Stat, alternating, ensure_extension, pkg_version, print_table, start_server, verdict
@@ -81,7 +82,7 @@ class Doc(Base):
     __tablename__ = "vkbh_docs"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     title: Mapped[str] = mapped_column(sa.String(220))
-    body: Mapped[Optional[str]] = mapped_column(sa.Text)
+    body: Mapped[str | None] = mapped_column(sa.Text)
     embedding = vk.embedded_column(vk.Vector(DIM), source=("title", "body"), embedder=EMBEDDER)
     __table_args__ = (
         FullTextIndex("vkbh_docs_fts", "title", "body"),

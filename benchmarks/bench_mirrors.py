@@ -46,9 +46,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import faiss
 import numpy as np
@@ -71,7 +72,7 @@ class Base(DeclarativeBase):
 class Doc(Base):
     __tablename__ = "bench_mirror_doc"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    category: Mapped[Optional[str]] = mapped_column(sa.String(20))
+    category: Mapped[str | None] = mapped_column(sa.String(20))
     embedding = mapped_column(vk.Vector(DIM))
 
 
@@ -172,7 +173,7 @@ def bench_commit(engine: sa.Engine, kind: str, repeats: int) -> dict[str, Stat]:
     md = [{"category": "abc"[i % 3]} for i in range(BATCH)]
     maker = sessionmaker(engine, expire_on_commit=False)
 
-    def commit_with(mirror_mode: Optional[str]) -> float:
+    def commit_with(mirror_mode: str | None) -> float:
         reset(engine)
         attachment = None
         mirror = None

@@ -23,7 +23,8 @@ import os
 import pydoc
 import sys
 import tempfile
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -79,7 +80,7 @@ def stdlib_docs(limit: int) -> list[tuple[str, str]]:
     return docs[:limit]
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("url", nargs="?", help="database URL (default: a temporary SQLite file)")
     ap.add_argument("--minilm", action="store_true", help="use the offline all-MiniLM-L6-v2 model")
@@ -95,7 +96,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         __tablename__ = "example_sync_docs"
         id: Mapped[int] = mapped_column(primary_key=True)
         title: Mapped[str] = mapped_column(sa.String(200))
-        body: Mapped[Optional[str]] = mapped_column(sa.Text)
+        body: Mapped[str | None] = mapped_column(sa.Text)
         views: Mapped[int] = mapped_column(default=0)
         embedding = vk.embedded_column(vk.Vector(384), source=("title", "body"), embedder=embedder, batch_size=64)
 

@@ -32,27 +32,14 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 
-MODULES = """abc argparse array ast asyncio base64 binascii bisect bz2 calendar cmd code codecs codeop
-collections collections.abc colorsys compileall concurrent.futures configparser contextlib contextvars
-copy copyreg csv ctypes dataclasses datetime dbm decimal difflib dis doctest email email.message
-email.mime.text email.utils enum errno faulthandler filecmp fileinput fnmatch fractions ftplib functools
-gc getopt getpass gettext glob graphlib gzip hashlib heapq hmac html html.parser http.client http.cookies
-http.server imaplib importlib importlib.metadata inspect io ipaddress itertools json keyword linecache
-locale logging logging.handlers lzma mailbox math mimetypes modulefinder multiprocessing netrc numbers
-operator optparse os os.path pathlib pdb pickle pickletools pkgutil platform plistlib poplib pprint profile
-pstats py_compile pyclbr pydoc queue quopri random re reprlib rlcompleter runpy sched secrets selectors
-shelve shlex shutil signal site smtplib socket socketserver sqlite3 ssl stat statistics string stringprep
-struct subprocess symtable sys sysconfig tabnanny tarfile tempfile textwrap threading timeit token tokenize
-trace traceback types typing unicodedata unittest unittest.mock urllib.parse urllib.request uuid venv
-warnings wave weakref webbrowser wsgiref.simple_server wsgiref.util xml.dom.minidom xml.etree.ElementTree
-xml.sax xmlrpc.client xmlrpc.server zipapp zipfile zipimport zlib zoneinfo""".split()
+MODULES = ["abc", "argparse", "array", "ast", "asyncio", "base64", "binascii", "bisect", "bz2", "calendar", "cmd", "code", "codecs", "codeop", "collections", "collections.abc", "colorsys", "compileall", "concurrent.futures", "configparser", "contextlib", "contextvars", "copy", "copyreg", "csv", "ctypes", "dataclasses", "datetime", "dbm", "decimal", "difflib", "dis", "doctest", "email", "email.message", "email.mime.text", "email.utils", "enum", "errno", "faulthandler", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "gc", "getopt", "getpass", "gettext", "glob", "graphlib", "gzip", "hashlib", "heapq", "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib", "importlib.metadata", "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "math", "mimetypes", "modulefinder", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "os.path", "pathlib", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats", "py_compile", "pyclbr", "pydoc", "queue", "quopri", "random", "re", "reprlib", "rlcompleter", "runpy", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string", "stringprep", "struct", "subprocess", "symtable", "sys", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "types", "typing", "unicodedata", "unittest", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "venv", "warnings", "wave", "weakref", "webbrowser", "wsgiref.simple_server", "wsgiref.util", "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "xmlrpc.client", "xmlrpc.server", "zipapp", "zipfile", "zipimport", "zlib", "zoneinfo"]
 
 QUESTIONS = ["copy a file with its permissions", "parse a JSON string", "wait for a thread lock"]
 
@@ -99,7 +86,7 @@ def make_model(embedder: Any) -> Any:
         module: Mapped[str] = mapped_column(sa.String(40))
         kind: Mapped[str] = mapped_column(sa.String(10))
         title: Mapped[str] = mapped_column(sa.String(200))
-        body: Mapped[Optional[str]] = mapped_column(sa.Text)
+        body: Mapped[str | None] = mapped_column(sa.Text)
         embedding = vk.embedded_column(vk.Vector(embedder.dim), source=("title", "body"), embedder=embedder)
         __table_args__ = (
             vk.FullTextIndex("example_search_docs_fts", "title", "body", config="english"),
@@ -109,7 +96,7 @@ def make_model(embedder: Any) -> Any:
     return Doc
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("url", nargs="?", help="database URL (default: a temporary SQLite file)")
     ap.add_argument("--minilm", action="store_true", help="use the offline all-MiniLM-L6-v2 model")

@@ -22,7 +22,7 @@ import inspect
 import pydoc
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -41,7 +41,7 @@ class Article(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     module: Mapped[str] = mapped_column(sa.String(40))
     title: Mapped[str] = mapped_column(sa.String(200))
-    note: Mapped[Optional[str]] = mapped_column(sa.String(200))
+    note: Mapped[str | None] = mapped_column(sa.String(200))
     embedding = mapped_column(vk.Vector(64))
 
 
@@ -74,7 +74,7 @@ def pending(session: Session, *mirrors: Any) -> int:
     return int(session.scalar(stmt) or 0)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("url", nargs="?", help="database URL (default: a temporary SQLite file)")
     args = ap.parse_args(argv)

@@ -70,7 +70,7 @@ def main(url: str) -> int:
             agrees = ids == expected and abs(rows[0][1] - float(ref[expected[0] - 1])) < 1e-3
             failures += not agrees
             cats = ",".join(p.category for p, _ in rows)
-            print(f"{method:<18} {str(ids):<26} {rows[0][1]:>16.4f}  {cats:<44} {'yes' if agrees else 'NO'}")
+            print(f"{method:<18} {ids!s:<26} {rows[0][1]:>16.4f}  {cats:<44} {'yes' if agrees else 'NO'}")
     engine.dispose()
     return 1 if failures else 0
 

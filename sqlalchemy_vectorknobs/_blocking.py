@@ -9,7 +9,8 @@ synchronous code it simply calls the function.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 try:  # SQLAlchemy 2.1
     from sqlalchemy.util.concurrency import await_ as _await
@@ -23,13 +24,13 @@ except ImportError:  # pragma: no cover
         return False
 
 
-__all__ = ["run_blocking", "in_greenlet"]
+__all__ = ["in_greenlet", "run_blocking"]
 
 T = TypeVar("T")
 
 
 def run_blocking(
-    fn: Callable[..., T], *args: Any, awaitable_factory: Optional[Callable[[], Awaitable[T]]] = None
+    fn: Callable[..., T], *args: Any, awaitable_factory: Callable[[], Awaitable[T]] | None = None
 ) -> T:
     """``fn(*args)``, or under an async session the same without blocking the event loop."""
     if in_greenlet():

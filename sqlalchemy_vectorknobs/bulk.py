@@ -12,7 +12,8 @@ calls for the whole load) rather than row by row::
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ def _table_of(model_or_table: Any) -> sa.Table:
 
 
 def _rows_to_columns(
-    table: sa.Table, rows: Iterable[Any], columns: Optional[Sequence[str]]
+    table: sa.Table, rows: Iterable[Any], columns: Sequence[str] | None
 ) -> tuple[list[str], list[list[Any]]]:
     """Column names and one list of values per column (dict rows or tuples in column order)."""
     materialized = rows if isinstance(rows, list) else list(rows)
@@ -82,7 +83,7 @@ def _check_column(type_: VectorType, values: list[Any]) -> Any:
     return out
 
 
-def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns: Optional[Sequence[str]] = None) -> int:
+def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns: Sequence[str] | None = None) -> int:
     """Insert ``rows`` (dicts, or tuples in ``columns``/table order) and return how many were written.
 
     ``target`` is a Session, Connection or Engine. Vectors may be numpy arrays or anything the

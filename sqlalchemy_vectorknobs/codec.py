@@ -26,8 +26,9 @@ import enum
 import hashlib
 import math
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -35,30 +36,30 @@ import numpy.typing as npt
 from .exc import DimensionMismatchError, InvalidVectorError, VectorTypeError
 
 __all__ = [
+    "CHECKERS",
+    "HALF_MAX",
     "Kind",
     "SparseValue",
-    "HALF_MAX",
+    "Subject",
+    "check",
+    "check_bits",
     "check_dense",
     "check_half",
-    "check_bits",
     "check_sparse",
-    "check",
-    "CHECKERS",
-    "Subject",
-    "encode_sqlite",
+    "decode_pg_binary",
+    "decode_pg_text",
+    "decode_pg_vector",
     "decode_sqlite",
     "encode_pg_binary",
-    "decode_pg_binary",
     "encode_pg_text",
-    "decode_pg_text",
     "encode_pg_vector",
-    "decode_pg_vector",
+    "encode_sqlite",
     "to_dense",
 ]
 
 F32 = npt.NDArray[np.float32]
 #: How an error names the value's owner: a string, or a callable that builds it only when needed.
-Subject = Union[str, Callable[[], str]]
+Subject = str | Callable[[], str]
 HALF_MAX = 65504.0
 _ACCEPTED = "a 1-D sequence of numbers (list, tuple, numpy array, array.array or pgvector value)"
 _ACCEPTED_BITS = "a 1-D sequence of booleans or 0/1 values, or a string of '0' and '1'"
@@ -274,7 +275,7 @@ def check(kind: Kind, value: Any, dim: int | None, subject: Subject) -> Any:
     return CHECKERS[kind](value, dim, subject)
 
 
-CHECKERS: dict[Kind, Callable[[Any, Optional[int], Subject], Any]] = {
+CHECKERS: dict[Kind, Callable[[Any, int | None, Subject], Any]] = {
     Kind.FLOAT32: check_dense,
     Kind.FLOAT16: check_half,
     Kind.BIT: check_bits,
@@ -284,7 +285,7 @@ CHECKERS: dict[Kind, Callable[[Any, Optional[int], Subject], Any]] = {
 
 def to_dense(kind: Kind, value: Any) -> np.ndarray:
     """The user-facing ndarray for a checked value (dense float32 for sparse vectors)."""
-    return value.to_dense() if kind is Kind.SPARSE else value
+    return cast("np.ndarray", value.to_dense() if kind is Kind.SPARSE else value)
 
 
 # --------------------------------------------------------------------------- sqlite-vec
@@ -296,7 +297,7 @@ def encode_sqlite(kind: Kind, value: Any) -> bytes:
         return np.packbits(value, bitorder="little").tobytes()
     if kind is Kind.SPARSE:
         raise InvalidVectorError("Sparse vectors have no sqlite-vec encoding; use PostgreSQL + pgvector for SparseVector.")
-    return value.astype("<f4", copy=False).tobytes()
+    return cast("bytes", value.astype("<f4", copy=False).tobytes())
 
 
 def decode_sqlite(kind: Kind, data: bytes, dim: int | None) -> np.ndarray:
@@ -328,16 +329,14 @@ def decode_pg_vector(data: bytes | memoryview) -> F32:
 def encode_pg_binary(kind: Kind, value: Any) -> bytes:
     """Encode a checked value in pgvector's binary (``*_recv``) format."""
     if kind is Kind.FLOAT32:
-        return _HDR16.pack(value.shape[0], 0) + value.astype(">f4").tobytes()
+        return cast("bytes", _HDR16.pack(value.shape[0], 0) + value.astype(">f4").tobytes())
     if kind is Kind.FLOAT16:
-        return _HDR16.pack(value.shape[0], 0) + value.astype(">f2").tobytes()
+        return cast("bytes", _HDR16.pack(value.shape[0], 0) + value.astype(">f2").tobytes())
     if kind is Kind.BIT:
         return _HDR_BIT.pack(value.shape[0]) + np.packbits(value).tobytes()
-    return (
-        _HDR_SPARSE.pack(value.dim, value.indices.shape[0], 0)
-        + value.indices.astype(">i4").tobytes()
-        + value.values.astype(">f4").tobytes()
-    )
+    indices: bytes = value.indices.astype(">i4").tobytes()
+    values: bytes = value.values.astype(">f4").tobytes()
+    return _HDR_SPARSE.pack(value.dim, value.indices.shape[0], 0) + indices + values
 
 
 def decode_pg_binary(kind: Kind, data: bytes | memoryview) -> np.ndarray:
@@ -368,7 +367,7 @@ def _fmt(values: np.ndarray) -> str:
 def encode_pg_text(kind: Kind, value: Any) -> str:
     """Encode a checked value in pgvector's text format (for drivers without binary binds)."""
     if kind is Kind.BIT:
-        return (value.astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+        return cast("str", (value.astype(np.uint8) + ord("0")).tobytes().decode("ascii"))
     if kind is Kind.SPARSE:
         body = ",".join(f"{i + 1}:{v!r}" for i, v in zip(value.indices.tolist(), value.values.astype(np.float64).tolist()))
         return f"{{{body}}}/{value.dim}"
@@ -378,7 +377,7 @@ def encode_pg_text(kind: Kind, value: Any) -> str:
 def decode_pg_text(kind: Kind, text: str) -> np.ndarray:
     """Decode pgvector's text format into the ndarray the column type returns."""
     if kind is Kind.BIT:
-        return np.frombuffer(text.encode("ascii"), dtype=np.uint8) == ord("1")
+        return cast("np.ndarray", np.frombuffer(text.encode("ascii"), dtype=np.uint8) == ord("1"))
     if kind is Kind.SPARSE:
         body, _, dim = text.rpartition("/")
         out = np.zeros(int(dim), dtype=np.float32)

@@ -29,7 +29,7 @@ from .exc import IncompatibleOperatorError
 if TYPE_CHECKING:
     from .types import VectorType
 
-__all__ = ["VectorComparator", "VectorDistance", "VectorOutput", "VectorBind", "OPERATORS"]
+__all__ = ["OPERATORS", "VectorBind", "VectorComparator", "VectorDistance", "VectorOutput"]
 
 #: operator name -> the metric it measures
 OPERATORS: dict[str, Distance] = {

@@ -20,7 +20,7 @@ from . import dialects
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["VectorKnobsPlugin", "create_engine", "create_async_engine", "PLUGIN_NAME"]
+__all__ = ["PLUGIN_NAME", "VectorKnobsPlugin", "create_async_engine", "create_engine"]
 
 PLUGIN_NAME = "vectorknobs"
 

@@ -16,21 +16,21 @@ from __future__ import annotations
 from sqlalchemy.exc import DontWrapMixin
 
 __all__ = [
-    "VectorKnobsError",
-    "InvalidVectorError",
     "DimensionMismatchError",
-    "VectorTypeError",
+    "EmbeddingError",
+    "ExtensionError",
     "IncompatibleOperatorError",
     "InvalidDistanceError",
     "InvalidIndexError",
-    "InvalidSearchSettingError",
-    "UnsupportedDialectError",
-    "MissingDependencyError",
-    "ExtensionError",
-    "EmbeddingError",
-    "MirrorError",
     "InvalidMirrorError",
+    "InvalidSearchSettingError",
+    "InvalidVectorError",
+    "MirrorError",
     "MirrorSyncError",
+    "MissingDependencyError",
+    "UnsupportedDialectError",
+    "VectorKnobsError",
+    "VectorTypeError",
 ]
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Index, event
@@ -31,7 +31,7 @@ from . import dialects
 from . import index as _index  # noqa: F401  (its CreateIndex / DropIndex hooks render FullTextIndex too)
 from .exc import InvalidIndexError, InvalidSearchSettingError
 
-__all__ = ["FullTextIndex", "FullTextOptions", "TextSearch", "MATCH_MODES", "find_fulltext_index"]
+__all__ = ["MATCH_MODES", "FullTextIndex", "FullTextOptions", "TextSearch", "find_fulltext_index"]
 
 #: how the query text is read: ``"websearch"`` (all words, "quoted phrases", ``or``, ``-word``, as
 #: PostgreSQL's ``websearch_to_tsquery``) or ``"any"`` (documents with any of the words)
@@ -47,7 +47,7 @@ class FullTextOptions:
     config: str = "english"
     #: SQLite FTS5 tokenizer; None derives it from ``config`` (english: ``porter unicode61``,
     #: simple: ``unicode61``)
-    tokenize: Optional[str] = None
+    tokenize: str | None = None
 
     def __post_init__(self) -> None:
         check_config(self.config, "FullTextIndex")
@@ -75,7 +75,7 @@ class FullTextIndex(Index):
     ``name__ai`` / ``__au`` / ``__ad``, filled from the existing rows when created.
     """
 
-    def __init__(self, name: str, *columns: Any, config: str = "english", tokenize: Optional[str] = None, **kw: Any) -> None:
+    def __init__(self, name: str, *columns: Any, config: str = "english", tokenize: str | None = None, **kw: Any) -> None:
         if not columns:
             raise InvalidIndexError(f"FullTextIndex '{name}' needs at least one text column.")
         self.fulltext_options = FullTextOptions(config, tokenize)
@@ -141,7 +141,7 @@ def _after_table_drop(table: Any, connection: Any, **kw: Any) -> None:
             _after_drop(index, connection)
 
 
-def find_fulltext_index(table: Any, columns: Optional[list[Any]]) -> Optional[FullTextIndex]:
+def find_fulltext_index(table: Any, columns: list[Any] | None) -> FullTextIndex | None:
     """The FullTextIndex of ``table`` on exactly ``columns`` (in any order); the only one if None."""
     found = [ix for ix in table.indexes if isinstance(ix, FullTextIndex)]
     if columns is None:
@@ -164,7 +164,7 @@ class _QueryText(sa.types.TypeDecorator[str]):
         self.match = match
         self.config = config
 
-    def process_bind_param(self, value: Optional[str], dialect: Any) -> Optional[str]:
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
         if value is None:
             return None
         return dialects.for_dialect(dialect).fulltext_query_value(value, self.match, self.config)
@@ -195,7 +195,7 @@ class TextSearch(FunctionElement[Any]):
         config: str,
         match: str,
         where: Any = None,
-        index: Optional[FullTextIndex] = None,
+        index: FullTextIndex | None = None,
     ) -> None:
         if match not in MATCH_MODES:
             raise InvalidSearchSettingError(f"Full-text match={match!r} is not valid; use 'websearch' or 'any'.")
@@ -215,7 +215,7 @@ class TextSearch(FunctionElement[Any]):
         return self.text_columns[0].table
 
     @property
-    def index(self) -> Optional[FullTextIndex]:
+    def index(self) -> FullTextIndex | None:
         for ix in self.table.indexes:
             if isinstance(ix, FullTextIndex) and ix.name == self.index_name:
                 return ix

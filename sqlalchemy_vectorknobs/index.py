@@ -23,7 +23,7 @@ the dialect module, every other index exactly as SQLAlchemy renders it (tested).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import Index, event, text
 from sqlalchemy.ext.compiler import compiles
@@ -35,7 +35,7 @@ from .codec import Kind
 from .distance import Distance
 from .exc import InvalidIndexError
 
-__all__ = ["VectorIndex", "VectorIndexOptions", "METHODS", "PRECISIONS"]
+__all__ = ["METHODS", "PRECISIONS", "VectorIndex", "VectorIndexOptions"]
 
 METHODS = ("hnsw", "ivfflat", "auto")
 #: HNSW ef_construction when none is declared (pgvector's is 64). On 100k x 384 clustered vectors
@@ -45,7 +45,7 @@ DEFAULT_EF_CONSTRUCTION = 128
 PRECISIONS = (None, "halfvec", "binary")
 
 
-def _check_range(name: str, value: Optional[int], low: int, high: int) -> None:
+def _check_range(name: str, value: int | None, low: int, high: int) -> None:
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -58,11 +58,11 @@ class VectorIndexOptions:
 
     distance: Distance
     method: str = "hnsw"
-    m: Optional[int] = None
-    ef_construction: Optional[int] = None
-    lists: Optional[int] = None
-    precision: Optional[str] = None
-    where: Optional[ClauseElement] = None
+    m: int | None = None
+    ef_construction: int | None = None
+    lists: int | None = None
+    precision: str | None = None
+    where: ClauseElement | None = None
     concurrently: bool = False
     metadata_columns: tuple[str, ...] = ()
 
@@ -120,10 +120,10 @@ class VectorIndex(Index):
         *,
         distance: Distance | str = "cosine",
         method: str = "hnsw",
-        m: Optional[int] = None,
-        ef_construction: Optional[int] = None,
-        lists: Optional[int] = None,
-        precision: Optional[str] = None,
+        m: int | None = None,
+        ef_construction: int | None = None,
+        lists: int | None = None,
+        precision: str | None = None,
         where: ClauseElement | str | None = None,
         concurrently: bool = False,
         metadata_columns: tuple[str, ...] | list[str] = (),
@@ -158,7 +158,7 @@ class VectorIndex(Index):
         return self.vector_column.type
 
     @property
-    def dim(self) -> Optional[int]:
+    def dim(self) -> int | None:
         return getattr(self.vector_type, "dim", None)
 
     @property

@@ -3,39 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from sqlalchemy.engine import Connection, Engine
 
 from . import dialects
 
-__all__ = ["inspect_vectors", "VectorInventory", "VectorColumnInfo", "VectorIndexInfo"]
+__all__ = ["VectorColumnInfo", "VectorIndexInfo", "VectorInventory", "inspect_vectors"]
 
 
 @dataclass(frozen=True)
 class VectorColumnInfo:
     """One vector column: where it is, its ``vk`` type name and dimension (None if unconstrained)."""
 
-    schema: Optional[str]
+    schema: str | None
     table: str
     column: str
     type: str
-    dim: Optional[int]
+    dim: int | None
 
 
 @dataclass(frozen=True)
 class VectorIndexInfo:
     """One vector index with its access method, indexed expression, operator class and options."""
 
-    schema: Optional[str]
+    schema: str | None
     table: str
     name: str
     method: str
     expression: str
-    opclass: Optional[str] = None
+    opclass: str | None = None
     options: dict[str, str] = field(default_factory=dict)
-    where: Optional[str] = None
-    definition: Optional[str] = None
+    where: str | None = None
+    definition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,7 +43,7 @@ class VectorInventory:
 
     dialect: str
     extension: str
-    extension_version: Optional[str]
+    extension_version: str | None
     columns: list[VectorColumnInfo]
     indexes: list[VectorIndexInfo]
 

@@ -16,8 +16,9 @@ first. Its candidates come from a subquery that each dialect writes its own way:
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
@@ -32,14 +33,14 @@ from .exc import IncompatibleOperatorError, InvalidSearchSettingError
 from .index import VectorIndex
 
 __all__ = [
+    "SEARCH_SETTINGS",
+    "SQLITE_MAX_K",
+    "ExplainResult",
+    "VectorKnn",
+    "explain",
     "nearest",
     "search_settings",
     "validate_search_settings",
-    "explain",
-    "ExplainResult",
-    "VectorKnn",
-    "SEARCH_SETTINGS",
-    "SQLITE_MAX_K",
 ]
 
 #: sqlite-vec refuses KNN queries with k above this; larger k falls back to exact search.
@@ -69,7 +70,7 @@ class VectorKnn(FunctionElement[Any]):
         *,
         operator: str,
         where: Any = None,
-        index: Optional[VectorIndex] = None,
+        index: VectorIndex | None = None,
         candidates: int,
     ) -> None:
         self.column = column
@@ -82,7 +83,7 @@ class VectorKnn(FunctionElement[Any]):
         super().__init__()
 
     @property
-    def index(self) -> Optional[VectorIndex]:
+    def index(self) -> VectorIndex | None:
         for index in self.column.table.indexes:
             if isinstance(index, VectorIndex) and index.name == self.index_name:
                 return index
@@ -121,7 +122,7 @@ def _resolve(column: Any) -> tuple[Any, Any, Any]:
     )
 
 
-def find_index(column: Any, distance: Optional[Distance]) -> Optional[VectorIndex]:
+def find_index(column: Any, distance: Distance | None) -> VectorIndex | None:
     """The VectorIndex on ``column`` for ``distance`` (any, if None); unquantized ones first."""
     found = [
         ix
@@ -141,8 +142,8 @@ def nearest(
     *,
     distance: Distance | str | None = None,
     where: Any = None,
-    max_distance: Optional[float] = None,
-    candidates: Optional[int] = None,
+    max_distance: float | None = None,
+    candidates: int | None = None,
     via: Any = None,
 ) -> sa.Select[Any]:
     """A ``Select`` of ``(entity, distance)``: the ``k`` rows nearest to ``query``, nearest first.
@@ -213,7 +214,7 @@ def _nearest_via(
     *,
     distance: Distance | str | None,
     where: Any,
-    max_distance: Optional[float],
+    max_distance: float | None,
 ) -> sa.Select[Any]:
     """``nearest(..., via=mirror)``: the mirror finds the ``k`` nearest keys, SQL loads the entities.
 
@@ -265,7 +266,7 @@ FILTERED_EF_SEARCH = 100
 ENGINE_SEARCH_DEFAULTS: dict[str, Any] = {"ef_search": 100}
 
 
-def _needed_settings(k: int, where: Any, index: Optional[VectorIndex]) -> dict[str, Any]:
+def _needed_settings(k: int, where: Any, index: VectorIndex | None) -> dict[str, Any]:
     """Knobs without which an approximate index could return fewer than k rows, or poor ones.
 
     ``k`` is how many rows the index scan must yield: the candidates of a quantized index

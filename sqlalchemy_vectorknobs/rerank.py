@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from .index import VectorIndex
 from .query import VectorKnn, _needed_settings, _resolve, nearest
 from .search import _number, _positive, _vector_setup
 
-__all__ = ["mmr", "ammr", "mmr_order", "rerank", "arerank", "rerank_query", "RERANK_CANDIDATES_PER_K"]
+__all__ = ["RERANK_CANDIDATES_PER_K", "ammr", "arerank", "mmr", "mmr_order", "rerank", "rerank_query"]
 
 
 
@@ -39,7 +39,7 @@ def _vectors_and_rows(session: Any, stmt: Any, orm: bool) -> tuple[list[Any], np
 
 def _unit(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return cast("np.ndarray", np.divide(x, norms, out=np.zeros_like(x), where=norms > 0))
 
 
 def mmr_order(vectors: np.ndarray, relevance: np.ndarray, k: int, lambda_: float) -> list[int]:
@@ -73,7 +73,7 @@ def mmr(
     query: Any,
     k: int = 10,
     *,
-    fetch_k: Optional[int] = None,
+    fetch_k: int | None = None,
     lambda_: float = 0.5,
     where: Any = None,
     distance: Distance | str | None = None,
@@ -115,10 +115,10 @@ def mmr(
 
 async def ammr(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
     """:func:`mmr` on an ``AsyncSession``."""
-    return await session.run_sync(lambda s: mmr(s, column, query, k, **kw))
+    return cast("list[tuple[Any, float]]", await session.run_sync(lambda s: mmr(s, column, query, k, **kw)))
 
 
-def _coarse_index(col: Any, metric: Optional[Distance]) -> VectorIndex:
+def _coarse_index(col: Any, metric: Distance | None) -> VectorIndex:
     found = [
         ix
         for ix in col.table.indexes
@@ -147,7 +147,7 @@ def rerank_query(
     query: Any,
     k: int = 10,
     *,
-    candidates: Optional[int] = None,
+    candidates: int | None = None,
     distance: Distance | str | None = None,
     where: Any = None,
 ) -> sa.Select[Any]:
@@ -182,7 +182,7 @@ def rerank(
     query: Any,
     k: int = 10,
     *,
-    candidates: Optional[int] = None,
+    candidates: int | None = None,
     distance: Distance | str | None = None,
     where: Any = None,
 ) -> list[tuple[Any, float]]:
@@ -204,4 +204,4 @@ def rerank(
 
 async def arerank(session: Any, column: Any, query: Any, k: int = 10, **kw: Any) -> list[tuple[Any, float]]:
     """:func:`rerank` on an ``AsyncSession``."""
-    return await session.run_sync(lambda s: rerank(s, column, query, k, **kw))
+    return cast("list[tuple[Any, float]]", await session.run_sync(lambda s: rerank(s, column, query, k, **kw)))

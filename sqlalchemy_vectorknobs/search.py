@@ -12,7 +12,8 @@ See ``docs/search.md`` for the exact scoring (RRF and weighted fusion, normalisa
 from __future__ import annotations
 
 import asyncio
-from typing import Any, NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,15 +34,15 @@ from .query import VectorKnn, _needed_settings, _resolve, find_index, nearest
 from .types import VectorType
 
 __all__ = [
-    "VectorSearchResult",
-    "search_results",
-    "asearch_results",
-    "near_text",
-    "anear_text",
-    "text_search",
-    "hybrid_search",
     "FUSIONS",
     "HybridFusion",
+    "VectorSearchResult",
+    "anear_text",
+    "asearch_results",
+    "hybrid_search",
+    "near_text",
+    "search_results",
+    "text_search",
 ]
 
 FUSIONS = ("rrf", "weighted")
@@ -52,8 +53,8 @@ class VectorSearchResult(NamedTuple):
     None for plain nearest-neighbour rows) and its 1-based rank."""
 
     entity: Any
-    distance: Optional[float]
-    score: Optional[float]
+    distance: float | None
+    score: float | None
     rank: int
 
 
@@ -183,7 +184,7 @@ async def _aembed(spec: Any, text: str) -> np.ndarray:
 def _first_row(spec: Any, out: Any) -> np.ndarray:
     from .embedding.embedders import check_embeddings
 
-    return check_embeddings(spec.embedder, out, 1, spec.column.type.dim)[0]
+    return cast("np.ndarray", check_embeddings(spec.embedder, out, 1, spec.column.type.dim)[0])
 
 
 def _check_text(text: Any, what: str) -> str:
@@ -199,8 +200,8 @@ def near_text(
     *,
     distance: Distance | str | None = None,
     where: Any = None,
-    max_distance: Optional[float] = None,
-    candidates: Optional[int] = None,
+    max_distance: float | None = None,
+    candidates: int | None = None,
 ) -> sa.Select[Any]:
     """``vk.nearest`` for a text: embeds ``text`` with the column's embedder (an ``embedded_column``)
     and returns exactly what :func:`nearest` returns, a ``Select`` of ``(entity, distance)``::
@@ -224,8 +225,8 @@ async def anear_text(
     *,
     distance: Distance | str | None = None,
     where: Any = None,
-    max_distance: Optional[float] = None,
-    candidates: Optional[int] = None,
+    max_distance: float | None = None,
+    candidates: int | None = None,
 ) -> sa.Select[Any]:
     """:func:`near_text` for async code: the embedder's ``aembed`` is awaited (or ``embed`` runs in a thread)."""
     col = _resolve(column)[0]
@@ -238,7 +239,7 @@ async def anear_text(
 
 
 def _text_search_element(
-    table: Any, columns: list[Any], text: str, limit: int, match: str, config: Optional[str], where: Any
+    table: Any, columns: list[Any], text: str, limit: int, match: str, config: str | None, where: Any
 ) -> TextSearch:
     if match not in MATCH_MODES:
         raise InvalidSearchSettingError(f"match={match!r} is not valid; use 'websearch' or 'any'.")
@@ -262,7 +263,7 @@ def text_search(
     text_columns: Any = None,
     where: Any = None,
     match: str = "websearch",
-    config: Optional[str] = None,
+    config: str | None = None,
 ) -> sa.Select[Any]:
     """A ``Select`` of ``(entity, score)``: the ``k`` best full-text matches, best first.
 
@@ -287,7 +288,7 @@ def text_search(
 # --------------------------------------------------------------------------- hybrid
 
 
-def _vector_setup(col: Any, distance: Distance | str | None) -> tuple[Distance, Optional[VectorIndex]]:
+def _vector_setup(col: Any, distance: Distance | str | None) -> tuple[Distance, VectorIndex | None]:
     metric = Distance.parse(distance) if distance is not None else None
     index = find_index(col, metric)
     if metric is None:
@@ -392,12 +393,12 @@ def hybrid_search(
     rrf_k: float = 60,
     weights: tuple[float, float] = (0.5, 0.5),
     where: Any = None,
-    candidates: Optional[int] = None,
-    max_distance: Optional[float] = None,
-    min_score: Optional[float] = None,
+    candidates: int | None = None,
+    max_distance: float | None = None,
+    min_score: float | None = None,
     distance: Distance | str | None = None,
     match: str = "websearch",
-    config: Optional[str] = None,
+    config: str | None = None,
 ) -> sa.Select[Any]:
     """Full-text and vector search fused in one SQL statement: a ``Select`` of
     ``(entity, distance, score, rank)``, best (highest score) first, at most ``k`` rows.

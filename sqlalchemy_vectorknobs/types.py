@@ -19,7 +19,8 @@ comes from :mod:`.dialects`::
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, ClassVar, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 from sqlalchemy import event
@@ -34,7 +35,7 @@ from .comparator import VectorBind, VectorComparator, VectorOutput
 from .distance import Distance
 from .exc import InvalidVectorError
 
-__all__ = ["Vector", "HalfVector", "BitVector", "SparseVector", "VectorType"]
+__all__ = ["BitVector", "HalfVector", "SparseVector", "Vector", "VectorType"]
 
 _FLOAT_METRICS = frozenset({Distance.L2, Distance.COSINE, Distance.INNER_PRODUCT, Distance.L1})
 _BIT_METRICS = frozenset({Distance.HAMMING, Distance.JACCARD})
@@ -59,7 +60,7 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
             if dim < 1:
                 raise InvalidVectorError(f"{type(self).__name__} dimension {dim} is not positive; pass a whole number of at least 1.")
         self.dim: int | None = dim
-        self._column_ref: Optional[weakref.ref[Any]] = None
+        self._column_ref: weakref.ref[Any] | None = None
 
     # ------------------------------------------------------------------ naming for errors
 

@@ -12,11 +12,11 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ._common import CommandError
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["COMMANDS", "build_parser", "main"]
 
 #: The command modules, in the order ``--help`` lists them.
 COMMANDS = ("inspect", "sync", "backfill", "mirror", "migrate", "bench", "demo")
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vectorknobs`` console script and ``python -m sqlalchemy_vectorknobs``."""
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CommandError as err:
         print(f"vectorknobs: error: {err}", file=sys.stderr)
         return 1
-    except Exception as err:  # noqa: BLE001 - the CLI promises one line, not a traceback
+    except Exception as err:
         from ..exc import VectorKnobsError
 
         if isinstance(err, VectorKnobsError) or isinstance(err, ImportError):

@@ -7,7 +7,8 @@ the :class:`~.base.DialectSupport` methods; only the modules here know a dialect
 from __future__ import annotations
 
 import importlib
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.engine.interfaces import Dialect
@@ -16,7 +17,7 @@ from sqlalchemy.ext.compiler import compiles
 from ..exc import UnsupportedDialectError
 from .base import DialectSupport
 
-__all__ = ["DialectSupport", "get", "for_dialect", "for_url", "register_type_compilation", "SUPPORTED"]
+__all__ = ["SUPPORTED", "DialectSupport", "for_dialect", "for_url", "get", "register_type_compilation"]
 
 SUPPORTED = {"postgresql": ".postgresql", "sqlite": ".sqlite"}
 _loaded: dict[str, DialectSupport] = {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
@@ -88,15 +89,15 @@ class DialectSupport(Protocol):
     def vector_index_preamble(self, index: Any, preparer: Any) -> list[str]:
         """SQL to run before creating the index in a migration (SQLite: clear leftovers)."""
 
-    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+    def extension_sql(self, create: bool, schema: str | None, preparer: Any) -> list[str]:
         """CREATE / DROP of the vector extension ([] where there is none to manage)."""
 
-    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+    def reindex_sql(self, name: str, schema: str | None, concurrently: bool, preparer: Any) -> list[str] | None:
         """SQL rebuilding an index by name, or None when it must be refilled from its definition."""
 
     def alter_vector_column_sql(
-        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
-    ) -> Optional[list[str]]:
+        self, table: str, column: str, new: Any, using: str | None, schema: str | None, preparer: Any
+    ) -> list[str] | None:
         """In-place change of a column's vector type, or None when the table must be rebuilt."""
 
     def retarget_index_definition(self, definition: str, old: Any, new: Any) -> str:
@@ -113,10 +114,10 @@ class DialectSupport(Protocol):
     def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
         """Apply validated query-time knobs to the current transaction."""
 
-    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, str | None]:
         """The current values of the settings behind ``knobs`` (to restore later)."""
 
-    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+    def restore_settings(self, connection: Connection, previous: dict[str, str | None]) -> None:
         """Put back what current_settings returned."""
 
     def render_explain(self, compiler: Any, element: Any, **kw: Any) -> str:
@@ -157,7 +158,7 @@ class DialectSupport(Protocol):
     def fulltext_index_preamble(self, index: Any, preparer: Any) -> list[str]:
         """SQL to run before creating the index in a migration (SQLite: clear leftovers)."""
 
-    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+    def fulltext_indexes(self, connection: Connection, table: str, schema: str | None) -> dict[str, dict[str, Any]]:
         """The live full-text indexes this package made on ``table``: {name: {columns, config, tokenize, definition}}."""
 
     def fulltext_index_matches(self, index: Any, info: dict[str, Any]) -> bool:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sqlalchemy import event, text
@@ -492,13 +493,13 @@ def _explain_extension_error(connection: Connection, err: DBAPIError) -> str:
     orig = err.orig
     state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     text = str(orig)
-    if state == "42501" or re.search(r"permission denied", text, re.I):
+    if state == "42501" or re.search(r"permission denied", text, re.IGNORECASE):
         return (
             "The current role may not create the pgvector extension; ask a superuser (or, from "
             "PostgreSQL 13, the database owner) to run CREATE EXTENSION vector in this database, "
             f"then retry (server said: {text.strip().splitlines()[0]})."
         )
-    if state in ("0A000", "58P01") or re.search(r"not available|could not open extension control file", text, re.I):
+    if state in ("0A000", "58P01") or re.search(r"not available|could not open extension control file", text, re.IGNORECASE):
         return (
             "The PostgreSQL server has no pgvector extension to create; install pgvector on the "
             "database server (e.g. the postgresql-<version>-pgvector package, or build it from "

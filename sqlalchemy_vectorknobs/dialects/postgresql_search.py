@@ -8,7 +8,7 @@ classes and limits lives here and nowhere else.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from sqlalchemy import cast, event, func, literal_column, text
 from sqlalchemy import select as sa_select
@@ -19,7 +19,6 @@ from ..distance import Distance
 from ..exc import InvalidIndexError
 from .base import explain_sql, plain_knn_select, subquery_sql
 
-
 _L2, _COS, _IP, _L1, _HAM, _JAC = (
     Distance.L2,
     Distance.COSINE,
@@ -29,7 +28,7 @@ _L2, _COS, _IP, _L1, _HAM, _JAC = (
     Distance.JACCARD,
 )
 #: (method, stored kind) -> (distances with an operator class, max dimensions) per pgvector 0.8
-INDEX_SUPPORT: dict[tuple[str, Kind], tuple[frozenset[Distance], Optional[int]]] = {
+INDEX_SUPPORT: dict[tuple[str, Kind], tuple[frozenset[Distance], int | None]] = {
     ("hnsw", Kind.FLOAT32): (frozenset({_L2, _COS, _IP, _L1}), 2000),
     ("hnsw", Kind.FLOAT16): (frozenset({_L2, _COS, _IP, _L1}), 4000),
     ("hnsw", Kind.BIT): (frozenset({_HAM, _JAC}), 64000),
@@ -239,18 +238,18 @@ class PostgreSQLSearch:
     def vector_index_preamble(self, index: Any, preparer: Any) -> list[str]:
         return []  # a clash with an existing index should fail, not be replaced
 
-    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+    def extension_sql(self, create: bool, schema: str | None, preparer: Any) -> list[str]:
         if not create:
             return ["DROP EXTENSION IF EXISTS vector"]
         return [f"CREATE EXTENSION IF NOT EXISTS vector{f' SCHEMA {preparer.quote(schema)}' if schema else ''}"]
 
-    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+    def reindex_sql(self, name: str, schema: str | None, concurrently: bool, preparer: Any) -> list[str] | None:
         qualified = f"{preparer.quote(schema)}.{preparer.quote(name)}" if schema else preparer.quote(name)
         return [f"REINDEX INDEX {'CONCURRENTLY ' if concurrently else ''}{qualified}"]
 
     def alter_vector_column_sql(
-        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
-    ) -> Optional[list[str]]:
+        self, table: str, column: str, new: Any, using: str | None, schema: str | None, preparer: Any
+    ) -> list[str] | None:
         spec = self.col_spec(new)  # type: ignore[attr-defined]
         col = preparer.quote(column)
         qualified = f"{preparer.quote(schema)}.{preparer.quote(table)}" if schema else preparer.quote(table)
@@ -347,7 +346,7 @@ class PostgreSQLSearch:
             calls.append(f"set_config(:n{i}, :v{i}, true)")
         connection.execute(text("SELECT " + ", ".join(calls)), params)
 
-    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, str | None]:
         gucs = [g for k in knobs for g in SEARCH_GUCS[k]]
         params = {f"n{i}": g for i, g in enumerate(gucs)}
         row = connection.execute(
@@ -355,7 +354,7 @@ class PostgreSQLSearch:
         ).one()
         return dict(zip(gucs, row))
 
-    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+    def restore_settings(self, connection: Connection, previous: dict[str, str | None]) -> None:
         params = {}
         calls = []
         for i, (guc, v) in enumerate(previous.items()):

@@ -8,7 +8,7 @@ A mixin of :class:`.postgresql.PostgreSQLSupport`. The document expression is wr
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, literal_column
@@ -79,7 +79,7 @@ class PostgreSQLText:
     def fulltext_index_preamble(self, index: Any, preparer: Any) -> list[str]:
         return []  # a clash with an existing index should fail, not be replaced
 
-    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+    def fulltext_indexes(self, connection: Connection, table: str, schema: str | None) -> dict[str, dict[str, Any]]:
         """The GIN ``to_tsvector`` indexes on ``table``: {name: {columns, config, tokenize, definition}}."""
         rows = connection.execute(
             sa.text(

@@ -11,8 +11,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import event
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 _SQL_TYPE = {Kind.FLOAT32: "VECTOR", Kind.FLOAT16: "HALFVEC", Kind.BIT: "BITVECTOR"}
 _TYPE_NAMES = {"VECTOR": "Vector", "HALFVEC": "HalfVector", "BITVECTOR": "BitVector"}
-_DECLARED = re.compile(r"^\s*(VECTOR|HALFVEC|BITVECTOR)\s*(?:\(\s*(\d+)\s*\))?\s*$", re.I)
+_DECLARED = re.compile(r"^\s*(VECTOR|HALFVEC|BITVECTOR)\s*(?:\(\s*(\d+)\s*\))?\s*$", re.IGNORECASE)
 _EXTENSION_DRIVERS = ("pysqlite3.dbapi2", "sqlean.dbapi2")
 BULK_BATCH = 10_000
 

@@ -10,7 +10,7 @@ delete; creating the index fills it from the existing rows. sqlite-vec's KNN sea
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import func, literal_column
@@ -64,7 +64,7 @@ def vec0_table(index: Any) -> sa.Table:
             *[sa.Column(name, base.c[name].type) for name in index.vector_options.metadata_columns],
         )
         index.__dict__["_vk_vec0_table"] = table
-    return table
+    return cast("sa.Table", table)
 
 
 def _primary_key(index: Any) -> Any:
@@ -190,15 +190,15 @@ class SQLiteSearch:
         # A table rebuild (batch migration) drops its triggers and leaves the vec0 table orphaned.
         return self.drop_vector_index_sql(str(index.name), preparer)
 
-    def extension_sql(self, create: bool, schema: Optional[str], preparer: Any) -> list[str]:
+    def extension_sql(self, create: bool, schema: str | None, preparer: Any) -> list[str]:
         return []  # sqlite-vec is loaded on every connection by the engine
 
-    def reindex_sql(self, name: str, schema: Optional[str], concurrently: bool, preparer: Any) -> Optional[list[str]]:
+    def reindex_sql(self, name: str, schema: str | None, concurrently: bool, preparer: Any) -> list[str] | None:
         return None  # refilled from its definition (see vector_index_follow_up)
 
     def alter_vector_column_sql(
-        self, table: str, column: str, new: Any, using: Optional[str], schema: Optional[str], preparer: Any
-    ) -> Optional[list[str]]:
+        self, table: str, column: str, new: Any, using: str | None, schema: str | None, preparer: Any
+    ) -> list[str] | None:
         return None  # SQLite changes column types by rebuilding the table (which drops every trigger)
 
     def retarget_index_definition(self, definition: str, old: Any, new: Any) -> str:
@@ -209,7 +209,7 @@ class SQLiteSearch:
 
     # ------------------------------------------------------------------ queries
 
-    def _pushdown(self, where: Any, index: Any, vt: sa.Table) -> Optional[Any]:
+    def _pushdown(self, where: Any, index: Any, vt: sa.Table) -> Any | None:
         """``where`` rewritten onto the vec0 table's metadata columns, or None if vec0 cannot run it."""
         if where is None:
             return None
@@ -290,10 +290,10 @@ class SQLiteSearch:
         statement_settings(execution_options)
         return False
 
-    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, Optional[str]]:
+    def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, str | None]:
         return {}
 
-    def restore_settings(self, connection: Connection, previous: dict[str, Optional[str]]) -> None:
+    def restore_settings(self, connection: Connection, previous: dict[str, str | None]) -> None:
         return None
 
     def render_explain(self, compiler: Any, element: Any, **kw: Any) -> str:

@@ -16,7 +16,7 @@ documents with any word. Every word is quoted, so no input is an FTS5 syntax err
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import func, literal_column
@@ -34,13 +34,7 @@ _TOKEN = re.compile(r'-?"[^"]*"?|\S+')
 _WORD = re.compile(r"\w+")
 #: the English stop words of PostgreSQL's english configuration (Snowball's list)
 ENGLISH_STOP_WORDS = frozenset(
-    """i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she
-    her hers herself it its itself they them their theirs themselves what which who whom this that
-    these those am is are was were be been being have has had having do does did doing a an the and
-    but if or because as until while of at by for with about against between into through during
-    before after above below to from up down in out on off over under again further then once here
-    there when where why how all any both each few more most other some such no nor not only own same
-    so than too very s t can will just don should now""".split()
+    ["i", "me", "my", "myself", "we", "our", "ours", "ourselves", "you", "your", "yours", "yourself", "yourselves", "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself", "they", "them", "their", "theirs", "themselves", "what", "which", "who", "whom", "this", "that", "these", "those", "am", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "having", "do", "does", "did", "doing", "a", "an", "the", "and", "but", "if", "or", "because", "as", "until", "while", "of", "at", "by", "for", "with", "about", "against", "between", "into", "through", "during", "before", "after", "above", "below", "to", "from", "up", "down", "in", "out", "on", "off", "over", "under", "again", "further", "then", "once", "here", "there", "when", "where", "why", "how", "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "no", "nor", "not", "only", "own", "same", "so", "than", "too", "very", "s", "t", "can", "will", "just", "don", "should", "now"]
 )
 #: an FTS5 query that matches no row (an empty phrase)
 MATCH_NOTHING = '""'
@@ -173,7 +167,7 @@ class SQLiteText:
         q = preparer.quote_identifier
         return [f"DROP TRIGGER IF EXISTS {q(name + suffix)}" for suffix in _TRIGGERS] + [f"DROP TABLE IF EXISTS {q(name)}"]
 
-    def fulltext_indexes(self, connection: Connection, table: str, schema: Optional[str]) -> dict[str, dict[str, Any]]:
+    def fulltext_indexes(self, connection: Connection, table: str, schema: str | None) -> dict[str, dict[str, Any]]:
         """The FTS5 tables this package made for ``table`` (found by their insert trigger):
         {name: {columns, config, tokenize, definition}}."""
         out = {}

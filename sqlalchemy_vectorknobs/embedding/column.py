@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import string
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -39,7 +40,7 @@ from ..exc import DimensionMismatchError, VectorKnobsError
 from ..types import VectorType
 from .embedders import resolve_embedder
 
-__all__ = ["embedded_column", "EmbeddedColumn", "SourceHash", "specs_of", "INFO_KEY"]
+__all__ = ["INFO_KEY", "EmbeddedColumn", "SourceHash", "embedded_column", "specs_of"]
 
 INFO_KEY = "vectorknobs.embedding"
 _TABLE_KEY = "vectorknobs.embedded_columns"
@@ -76,12 +77,12 @@ class EmbeddedColumn:
         type_: VectorType,
         source: tuple[str, ...],
         embedder: Any,
-        template: Optional[str],
+        template: str | None,
         batch_size: int,
         on_error: str,
         mode: str,
-        model_column: Optional[str],
-        hash_column: Optional[str],
+        model_column: str | None,
+        hash_column: str | None,
     ) -> None:
         self.type = type_
         self.source = source
@@ -92,7 +93,7 @@ class EmbeddedColumn:
         self.mode = mode
         self._model_column = model_column
         self._hash_column = hash_column
-        self.column: Optional[sa.Column[Any]] = None
+        self.column: sa.Column[Any] | None = None
 
     def __repr__(self) -> str:
         where = self.qualified_name if self.column is not None else "unbound"
@@ -151,7 +152,7 @@ class EmbeddedColumn:
         return pks[0]
 
     @property
-    def dim(self) -> Optional[int]:
+    def dim(self) -> int | None:
         return self.type.dim
 
     @property
@@ -177,7 +178,7 @@ class EmbeddedColumn:
             return joined, digest
         return self.text(values), digest
 
-    def source_hash_sql(self, columns: Optional[Sequence[Any]] = None) -> SourceHash:
+    def source_hash_sql(self, columns: Sequence[Any] | None = None) -> SourceHash:
         """The SQL expression computing the stored hash from the row's current source values."""
         return SourceHash(*(columns if columns is not None else self.source_columns))
 
@@ -192,7 +193,7 @@ class EmbeddedColumn:
         self.model_column, self.hash_column, self.primary_key  # noqa: B018 - raise early if missing
 
 
-def fingerprint(embedder: Any, template: Optional[str]) -> str:
+def fingerprint(embedder: Any, template: str | None) -> str:
     """What ``<column>_model`` stores for vectors made by ``embedder`` through ``template``."""
     fp = f"{embedder.name}@{embedder.version}"
     if template is not None:
@@ -205,7 +206,7 @@ def specs_of(table: Any) -> list[EmbeddedColumn]:
     info = getattr(table, "info", None)
     if not info:
         return []
-    return info.get(_TABLE_KEY, [])
+    return cast("list[EmbeddedColumn]", info.get(_TABLE_KEY, []))
 
 
 def embedded_column(
@@ -213,12 +214,12 @@ def embedded_column(
     source: str | Sequence[str],
     embedder: Any = "minilm",
     *,
-    template: Optional[str] = None,
+    template: str | None = None,
     batch_size: int = 256,
     on_error: str = "raise",
     mode: str = "inline",
-    model_column: Optional[str] = None,
-    hash_column: Optional[str] = None,
+    model_column: str | None = None,
+    hash_column: str | None = None,
     **kw: Any,
 ) -> MappedColumn[Any]:
     """A nullable vector column kept equal to ``embedder(text of source columns)`` on every flush.

@@ -19,8 +19,9 @@ import inspect
 import json
 import os
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -29,12 +30,12 @@ from .._optional import require
 from ..exc import DimensionMismatchError, EmbeddingError, MissingDependencyError
 
 __all__ = [
+    "CallableEmbedder",
     "Embedder",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
-    "CallableEmbedder",
-    "resolve_embedder",
     "check_embeddings",
+    "resolve_embedder",
 ]
 
 F32 = npt.NDArray[np.float32]
@@ -57,12 +58,12 @@ class Embedder(Protocol):
     def version(self) -> str: ...
 
     @property
-    def dim(self) -> Optional[int]: ...
+    def dim(self) -> int | None: ...
 
     def embed(self, texts: Sequence[str]) -> Any: ...
 
 
-def check_embeddings(embedder: Any, out: Any, count: int, dim: Optional[int]) -> F32:
+def check_embeddings(embedder: Any, out: Any, count: int, dim: int | None) -> F32:
     """``out`` as a ``(count, dim)`` finite float32 matrix, or a one-sentence error naming the embedder."""
     label = getattr(embedder, "name", type(embedder).__name__)
     try:
@@ -158,7 +159,7 @@ class HashingEmbedder:
         h = h ^ self._seed_mix
         h = (h ^ (h >> np.uint64(30))) * _MIX1
         h = (h ^ (h >> np.uint64(27))) * _MIX2
-        return h ^ (h >> np.uint64(31))
+        return cast("np.ndarray", h ^ (h >> np.uint64(31)))
 
     def embed(self, texts: Sequence[str]) -> F32:
         d = self._dim
@@ -219,7 +220,7 @@ def _minilm_path() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 
-def _model_dim(path: Path) -> Optional[int]:
+def _model_dim(path: Path) -> int | None:
     """The output dimension written in a sentence-transformers directory, when it says so."""
     try:
         modules = json.loads((path / "modules.json").read_text())
@@ -263,8 +264,8 @@ class SentenceTransformerEmbedder:
         device: str = "cpu",
         batch_size: int = 64,
         normalize: bool = True,
-        name: Optional[str] = None,
-        version: Optional[str] = None,
+        name: str | None = None,
+        version: str | None = None,
     ) -> None:
         if str(model) == "minilm":
             path, default_name = _minilm_path(), _MINILM[1]
@@ -295,7 +296,7 @@ class SentenceTransformerEmbedder:
         return self._version
 
     @property
-    def dim(self) -> Optional[int]:
+    def dim(self) -> int | None:
         return self._dim
 
     def __repr__(self) -> str:
@@ -348,11 +349,11 @@ class CallableEmbedder:
     def __init__(
         self,
         fn: Callable[[list[str]], Any],
-        dim: Optional[int],
+        dim: int | None,
         *,
-        name: Optional[str] = None,
+        name: str | None = None,
         version: str = "1",
-        afn: Optional[Callable[[list[str]], Awaitable[Any]]] = None,
+        afn: Callable[[list[str]], Awaitable[Any]] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"CallableEmbedder needs a callable, got {type(fn).__name__}.")
@@ -375,7 +376,7 @@ class CallableEmbedder:
         return self._version
 
     @property
-    def dim(self) -> Optional[int]:
+    def dim(self) -> int | None:
         return self._dim
 
     def __repr__(self) -> str:

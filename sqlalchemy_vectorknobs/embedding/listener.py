@@ -19,8 +19,9 @@ never blocked by a model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -33,7 +34,7 @@ from .._blocking import run_blocking
 from ..exc import DimensionMismatchError, EmbeddingError
 from .column import EmbeddedColumn, specs_of
 
-__all__ = ["install", "uninstall", "call_embedder", "Plan", "plans_for", "embed_rows", "row_writer"]
+__all__ = ["Plan", "call_embedder", "embed_rows", "install", "plans_for", "row_writer", "uninstall"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.embedding")
 _installed = False
@@ -84,9 +85,12 @@ def plans_for(mapper: Any) -> tuple[Plan, ...]:
     plans = _PLANS.get(mapper)
     if plans is None:
         found = []
+
+        def key(col: Any) -> str:
+            return str(mapper.get_property_by_column(col).key)
+
         for table in mapper.tables:
             for spec in specs_of(table):
-                key = lambda col: mapper.get_property_by_column(col).key  # noqa: E731
                 found.append(
                     Plan(
                         spec,
@@ -111,14 +115,14 @@ def _check_mapper(mapper: Any, class_: Any) -> None:
 # ------------------------------------------------------------------------------ calling a model
 
 
-def call_embedder(embedder: Any, texts: list[str], dim: Optional[int]) -> np.ndarray:
+def call_embedder(embedder: Any, texts: list[str], dim: int | None) -> np.ndarray:
     """Embed ``texts``; under an async session, await the model instead of blocking the loop."""
     aembed = getattr(embedder, "aembed", None)
     out = run_blocking(embedder.embed, texts, awaitable_factory=(lambda: aembed(texts)) if aembed is not None else None)
     return codec_check(embedder, out, len(texts), dim)
 
 
-def codec_check(embedder: Any, out: Any, count: int, dim: Optional[int]) -> np.ndarray:
+def codec_check(embedder: Any, out: Any, count: int, dim: int | None) -> np.ndarray:
     from .embedders import check_embeddings
 
     return check_embeddings(embedder, out, count, dim)
@@ -132,12 +136,12 @@ class _Job:
     target: Any  # an InstanceState, or a parameter dict
 
 
-def embed_jobs(jobs: list[_Job], batch_size: Optional[int] = None) -> tuple[list[tuple[_Job, Optional[np.ndarray]]], list[tuple[_Job, BaseException]]]:
+def embed_jobs(jobs: list[_Job], batch_size: int | None = None) -> tuple[list[tuple[_Job, np.ndarray | None]], list[tuple[_Job, BaseException]]]:
     """Embed jobs grouped by (embedder, batch size), one call per batch; (done, failed).
 
     ``batch_size`` overrides the columns' own (a backfill batch is embedded in one call).
     """
-    done: list[tuple[_Job, Optional[np.ndarray]]] = []
+    done: list[tuple[_Job, np.ndarray | None]] = []
     failed: list[tuple[_Job, BaseException]] = []
     groups: dict[tuple[int, int], list[_Job]] = {}
     for job in jobs:
@@ -224,7 +228,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
             setattr(obj, plan.model_key, fp)
 
 
-def _new_row(plan: Plan, state: Any) -> Optional[_Job]:
+def _new_row(plan: Plan, state: Any) -> _Job | None:
     d = state.dict
     if d.get(plan.vector_key) is not None:
         return None  # a vector set by hand is kept as given (stale() lists it unless model/hash are set)
@@ -235,7 +239,7 @@ def _new_row(plan: Plan, state: Any) -> Optional[_Job]:
     return _Job(spec, text, h, (state, plan))
 
 
-def _changed_row(plan: Plan, state: Any) -> Optional[_Job]:
+def _changed_row(plan: Plan, state: Any) -> _Job | None:
     attrs = state.attrs
     if attrs[plan.vector_key].history.added:
         return None  # the vector was assigned by hand in this flush
@@ -418,9 +422,9 @@ def embed_rows(
     pks: Sequence[Any],
     *,
     embedder: Any = None,
-    names: Optional[tuple[str, str, str]] = None,
-    rows: Optional[Sequence[Sequence[Any]]] = None,
-    batch_size: Optional[int] = None,
+    names: tuple[str, str, str] | None = None,
+    rows: Sequence[Sequence[Any]] | None = None,
+    batch_size: int | None = None,
 ) -> list[tuple[_Job, BaseException]]:
     """Embed rows (by primary key) from their current text and write them; return the failures.
 

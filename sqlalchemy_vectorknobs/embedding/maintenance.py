@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -27,15 +28,15 @@ from .embedders import resolve_embedder
 from .listener import embed_rows
 
 __all__ = [
-    "stale",
-    "stale_condition",
-    "backfill",
-    "abackfill",
     "BackfillReport",
     "BatchFailure",
-    "reembed",
     "ReembedJob",
     "Vectorizer",
+    "abackfill",
+    "backfill",
+    "reembed",
+    "stale",
+    "stale_condition",
 ]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.embedding")
@@ -185,7 +186,7 @@ def _run(
                     session.commit()
             except DimensionMismatchError:
                 raise
-            except Exception as err:  # noqa: BLE001 - reported per batch; the next batch goes on
+            except Exception as err:
                 if commit:
                     session.rollback()
                 else:
@@ -206,7 +207,7 @@ def backfill(
     session: Session,
     target: Any,
     *,
-    batch_size: Optional[int] = None,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> BackfillReport:
     """Embed every stale row of ``target`` (a model or ``Model.column``) in keyset batches.
@@ -285,7 +286,7 @@ class ReembedJob:
             ]
         )
 
-    def fill(self, *, batch_size: Optional[int] = None, progress: bool = True) -> BackfillReport:
+    def fill(self, *, batch_size: int | None = None, progress: bool = True) -> BackfillReport:
         """Embed every row whose shadow vector is missing or out of date, committing per batch."""
         _run(
             self.session,
@@ -341,7 +342,7 @@ def reembed(
     target: Any,
     embedder: Any,
     *,
-    batch_size: Optional[int] = None,
+    batch_size: int | None = None,
     progress: bool = True,
     swap: bool = True,
 ) -> ReembedJob:
@@ -399,7 +400,7 @@ class Vectorizer:
         session_factory: Callable[[], Session],
         target: Any,
         *,
-        batch_size: Optional[int] = None,
+        batch_size: int | None = None,
         poll_interval: float = 1.0,
         max_attempts: int = 5,
         backoff: float = 0.5,
@@ -417,7 +418,7 @@ class Vectorizer:
         self._attempts: dict[Any, int] = {}
         self._retry_at: dict[Any, float] = {}
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
     def _excluded(self) -> list[Any]:
         now = time.monotonic()
@@ -482,7 +483,7 @@ class Vectorizer:
         self._thread.start()
         return self
 
-    def stop(self, timeout: Optional[float] = None) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Ask the thread to stop and wait for it."""
         self._stop.set()
         if self._thread is not None:

@@ -28,15 +28,15 @@ from .faiss import FaissMirror
 from .memory import MemoryMirror
 
 __all__ = [
-    "Mirror",
+    "ENTRY_POINT_GROUP",
     "BaseMirror",
-    "MirrorError",
-    "InvalidMirrorError",
-    "MemoryMirror",
-    "FaissMirror",
     "ChromaMirror",
     "ElasticsearchMirror",
-    "mirror_from_config",
+    "FaissMirror",
+    "InvalidMirrorError",
+    "MemoryMirror",
+    "Mirror",
+    "MirrorError",
     "available_backends",
-    "ENTRY_POINT_GROUP",
+    "mirror_from_config",
 ]

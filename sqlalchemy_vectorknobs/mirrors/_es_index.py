@@ -7,7 +7,8 @@ bookkeeping fields, metadata and text fields, and the index settings a mirror cr
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,15 +16,15 @@ from ..distance import Distance
 from .base import InvalidMirrorError
 
 __all__ = [
-    "PK_FIELD",
-    "DELETED_FIELD",
-    "SIMILARITY",
     "DEFAULT_INDEX_OPTIONS",
-    "check_index_options",
-    "index_settings",
+    "DELETED_FIELD",
+    "PK_FIELD",
+    "SIMILARITY",
     "build_settings",
-    "mapping",
+    "check_index_options",
     "filter_field",
+    "index_settings",
+    "mapping",
 ]
 
 PK_FIELD = "vk_pk"
@@ -40,7 +41,7 @@ BUILD_SETTINGS = {"number_of_replicas": 0, "refresh_interval": "-1"}
 _KEYWORD_LIMIT = 8191  # Lucene's term length limit in UTF-8 bytes, over four bytes per character
 
 
-def check_index_options(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+def check_index_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """``index_options`` of the ``dense_vector`` field, checked (default :data:`DEFAULT_INDEX_OPTIONS`)."""
     if options is None:
         return dict(DEFAULT_INDEX_OPTIONS)
@@ -65,7 +66,7 @@ def check_index_options(options: Optional[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def index_settings(shards: Any, replicas: Any, refresh_interval: Any, settings: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+def index_settings(shards: Any, replicas: Any, refresh_interval: Any, settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """The settings a mirror creates its index with: shards, replicas, refresh interval, then ``settings``."""
     if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
         raise InvalidMirrorError(f"ElasticsearchMirror shards={shards!r} is not a whole number of at least 1.")
@@ -91,7 +92,7 @@ def build_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _short(key: str) -> str:
-    return key[len("index.") :] if key.startswith("index.") else key
+    return key.removeprefix("index.")
 
 
 def _field_type(column: sa.Column[Any]) -> str:

@@ -24,16 +24,17 @@ import stat
 import struct
 import tempfile
 import zlib
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from .base import MirrorError
 
-__all__ = ["MAGIC", "write_snapshot", "read_snapshot", "Journal", "Record", "MIN_JOURNAL_BYTES"]
+__all__ = ["MAGIC", "MIN_JOURNAL_BYTES", "Journal", "Record", "read_snapshot", "write_snapshot"]
 
 MAGIC = b"VKFAISS\x01"
 _HEADER_LEN = struct.Struct("<Q")
@@ -112,10 +113,10 @@ class Record:
     seq: int
     op: str
     ids: list[Any]
-    versions: Optional[list[int]]
+    versions: list[int] | None
     gte: bool
-    metadata: Optional[list[dict[str, Any]]]
-    vectors: Optional[np.ndarray]
+    metadata: list[dict[str, Any]] | None
+    vectors: np.ndarray | None
 
 
 class Journal:
@@ -124,7 +125,7 @@ class Journal:
     def __init__(self, snapshot: Path, owner: str) -> None:
         self.path = snapshot.with_name(snapshot.name + ".journal")
         self._owner = owner
-        self._file: Optional[BinaryIO] = None
+        self._file: BinaryIO | None = None
 
     def size(self) -> int:
         try:
@@ -137,10 +138,10 @@ class Journal:
         seq: int,
         op: str,
         ids: list[Any],
-        versions: Optional[list[int]],
+        versions: list[int] | None,
         gte: bool,
-        metadata: Optional[list[dict[str, Any]]],
-        vectors: Optional[np.ndarray],
+        metadata: list[dict[str, Any]] | None,
+        vectors: np.ndarray | None,
         *,
         dim: int,
     ) -> None:

@@ -7,9 +7,10 @@ inverted index, so a ``where`` filter becomes a set of ids without scanning ever
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-__all__ = ["VersionMap", "MetadataIndex"]
+__all__ = ["MetadataIndex", "VersionMap"]
 
 
 class VersionMap:
@@ -21,11 +22,11 @@ class VersionMap:
     def __len__(self) -> int:
         return len(self._versions)
 
-    def recorded(self, pk: Any) -> Optional[int]:
+    def recorded(self, pk: Any) -> int | None:
         """The version last applied to ``pk`` (None if none)."""
         return self._versions.get(pk)
 
-    def accepts(self, pk: Any, version: Optional[int], gte: bool = False) -> bool:
+    def accepts(self, pk: Any, version: int | None, gte: bool = False) -> bool:
         """True if a write with ``version`` (None = unversioned) should be applied to ``pk``.
 
         ``gte``: a version equal to the recorded one is applied too (a rebuild's copy).
@@ -35,7 +36,7 @@ class VersionMap:
         current = self._versions.get(pk)
         return current is None or version > current or (gte and version == current)
 
-    def record(self, pk: Any, version: Optional[int]) -> None:
+    def record(self, pk: Any, version: int | None) -> None:
         """Remember ``version`` for ``pk``; an unversioned write keeps what was recorded."""
         if version is not None:
             self._versions[pk] = version
@@ -98,7 +99,7 @@ class MetadataIndex:
 
     def match(self, where: dict[str, tuple[Any, ...]]) -> set[Any]:
         """Ids whose metadata satisfies every ``column IN values`` condition (``where`` non-empty)."""
-        result: Optional[set[Any]] = None
+        result: set[Any] | None = None
         for col, values in sorted(where.items(), key=lambda kv: len(kv[1])):
             postings = self._postings[col]
             found: set[Any] = set()

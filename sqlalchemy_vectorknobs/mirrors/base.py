@@ -47,8 +47,9 @@ import enum
 import functools
 import threading
 import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Hashable, Iterable, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -60,11 +61,11 @@ from ..exc import InvalidMirrorError, MirrorError
 from ..types import VectorType
 
 __all__ = [
-    "Mirror",
-    "BaseMirror",
-    "MirrorError",
-    "InvalidMirrorError",
     "SUPPORTED_DISTANCES",
+    "BaseMirror",
+    "InvalidMirrorError",
+    "Mirror",
+    "MirrorError",
     "exact_distances",
 ]
 
@@ -107,14 +108,14 @@ class Mirror(Protocol):
         self,
         ids: Sequence[Any],
         vectors: Any,
-        metadata: Optional[Sequence[Optional[Metadata]]] = None,
+        metadata: Sequence[Metadata | None] | None = None,
         *,
-        versions: Optional[Sequence[int]] = None,
+        versions: Sequence[int] | None = None,
     ) -> int: ...
 
-    def delete(self, ids: Sequence[Any], *, versions: Optional[Sequence[int]] = None) -> int: ...
+    def delete(self, ids: Sequence[Any], *, versions: Sequence[int] | None = None) -> int: ...
 
-    def search(self, vector: Any, k: int = 10, where: Optional[Where] = None) -> list[tuple[Any, float]]: ...
+    def search(self, vector: Any, k: int = 10, where: Where | None = None) -> list[tuple[Any, float]]: ...
 
     def get(self, ids: Iterable[Any]) -> dict[Any, np.ndarray]: ...
 
@@ -137,7 +138,7 @@ class UpsertBatch:
     ids: list[Any]
     vectors: F32  # (n, dim) float32
     metadata: list[dict[str, Any]]  # one dict per id; only metadata columns, no None values
-    versions: Optional[list[int]]
+    versions: list[int] | None
     #: Apply a version equal to the recorded one too (rebuilds copying versions into a new generation).
     gte: bool = False
 
@@ -147,7 +148,7 @@ class DeleteBatch:
     """A validated delete, one entry per distinct id."""
 
     ids: list[Any]
-    versions: Optional[list[int]]
+    versions: list[int] | None
     gte: bool = False
 
 
@@ -211,7 +212,7 @@ class BaseMirror:
         *,
         distance: Distance | str | None = None,
         metadata_columns: Sequence[str] = (),
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> None:
         col = _resolve_column(column, type(self).__name__)
         table = col.table
@@ -238,7 +239,7 @@ class BaseMirror:
         self._lock = threading.RLock()
         self._closed = False
         #: While a rebuild runs: the ids written since it started (it copies them again before the swap).
-        self._recording: Optional[set[Any]] = None
+        self._recording: set[Any] | None = None
 
     # ------------------------------------------------------------------ read-only description
 
@@ -297,9 +298,9 @@ class BaseMirror:
         self,
         ids: Sequence[Any],
         vectors: Any,
-        metadata: Optional[Sequence[Optional[Metadata]]] = None,
+        metadata: Sequence[Metadata | None] | None = None,
         *,
-        versions: Optional[Sequence[int]] = None,
+        versions: Sequence[int] | None = None,
     ) -> int:
         """Insert or replace the records ``ids``; return how many were applied (stale versions are not).
 
@@ -314,7 +315,7 @@ class BaseMirror:
                 self._recording.update(batch.ids)
             return self._upsert(batch) if batch.ids else 0
 
-    def delete(self, ids: Sequence[Any], *, versions: Optional[Sequence[int]] = None) -> int:
+    def delete(self, ids: Sequence[Any], *, versions: Sequence[int] | None = None) -> int:
         """Remove the records ``ids`` (absent ones are fine); return how many deletes were applied."""
         with self._lock:
             self._check_open()
@@ -325,7 +326,7 @@ class BaseMirror:
                 self._recording.update(batch.ids)
             return self._delete(batch) if batch.ids else 0
 
-    def search(self, vector: Any, k: int = 10, where: Optional[Where] = None) -> list[tuple[Any, float]]:
+    def search(self, vector: Any, k: int = 10, where: Where | None = None) -> list[tuple[Any, float]]:
         """The ``k`` nearest records to ``vector`` as ``(pk, distance)``, nearest first."""
         with self._lock:
             self._check_open()
@@ -401,7 +402,7 @@ class BaseMirror:
 
     # ------------------------------------------------------------------ generations (used by vk.rebuild)
 
-    def _new_generation(self) -> Optional[BaseMirror]:
+    def _new_generation(self) -> BaseMirror | None:
         """An empty mirror like this one with storage of its own, to be filled and swapped in; None: no generations."""
         return None
 
@@ -434,7 +435,7 @@ class BaseMirror:
             self._check_open()
             return self._tombstone_ids()
 
-    def begin_generation(self) -> Optional[BaseMirror]:
+    def begin_generation(self) -> BaseMirror | None:
         """Start a rebuild: an empty new generation, or None when this backend rebuilds in place.
 
         From now until :meth:`end_generation` the ids of every write are remembered, so
@@ -460,7 +461,7 @@ class BaseMirror:
             return ids
 
     def end_generation(
-        self, generation: Any, *, swap: bool, catch_up: Optional[Callable[[list[Any]], None]] = None
+        self, generation: Any, *, swap: bool, catch_up: Callable[[list[Any]], None] | None = None
     ) -> bool:
         """Swap ``generation`` in (``swap=True``) or drop it, stop remembering writes; True if swapped.
 
@@ -491,8 +492,8 @@ class BaseMirror:
 
     def write_generation(
         self,
-        upserts: tuple[list[Any], list[Any], list[Optional[Metadata]], list[Optional[int]]],
-        deletes: tuple[list[Any], list[Optional[int]]],
+        upserts: tuple[list[Any], list[Any], list[Metadata | None], list[int | None]],
+        deletes: tuple[list[Any], list[int | None]],
     ) -> None:
         """Write rows read from SQL into a generation being built, carrying the live mirror's versions.
 
@@ -592,7 +593,7 @@ class BaseMirror:
             return uuid.UUID(text)
         return text
 
-    def _check_versions(self, versions: Optional[Sequence[int]], n: int) -> Optional[list[int]]:
+    def _check_versions(self, versions: Sequence[int] | None, n: int) -> list[int] | None:
         if versions is None:
             return None
         if isinstance(versions, (str, bytes)) or not isinstance(versions, Iterable):
@@ -638,7 +639,7 @@ class BaseMirror:
             return self._check_matrix(np.stack(rows), ids)  # rows read from SQL: checked as one matrix
         return np.stack([check_dense(row, self._dim, subject(i)) for i, row in enumerate(rows)])
 
-    def _check_metadata(self, metadata: Optional[Sequence[Optional[Metadata]]], ids: list[Any]) -> list[dict[str, Any]]:
+    def _check_metadata(self, metadata: Sequence[Metadata | None] | None, ids: list[Any]) -> list[dict[str, Any]]:
         n = len(ids)
         if metadata is None:
             return [{} for _ in range(n)]
@@ -680,8 +681,8 @@ class BaseMirror:
         self,
         ids: Sequence[Any],
         vectors: Any,
-        metadata: Optional[Sequence[Optional[Metadata]]],
-        versions: Optional[Sequence[int]],
+        metadata: Sequence[Metadata | None] | None,
+        versions: Sequence[int] | None,
     ) -> UpsertBatch:
         checked = self._check_ids(ids)
         matrix = self._check_matrix(vectors, checked)
@@ -696,7 +697,7 @@ class BaseMirror:
         """How errors name a metadata or filter value (built only when an error is raised)."""
         return f"Mirror '{self._name}' {what} {key!r}" + (f" for id {pk[0]!r}" if pk else "")
 
-    def _check_where(self, where: Optional[Where]) -> dict[str, tuple[Any, ...]]:
+    def _check_where(self, where: Where | None) -> dict[str, tuple[Any, ...]]:
         """``where`` as ``{column: (allowed values...)}`` (equality is a one-value tuple)."""
         if where is None:
             return {}
@@ -772,19 +773,19 @@ def _check_metadata_columns(column: sa.Column[Any], names: Sequence[str], owner:
     return tuple(out)
 
 
-def _split_versions(ids: list[Any], versions: Mapping[Any, Optional[int]]) -> list[list[Any]]:
+def _split_versions(ids: list[Any], versions: Mapping[Any, int | None]) -> list[list[Any]]:
     """``ids`` split into the ones with a version and the ones without (empty parts left out)."""
     with_v = [pk for pk in ids if versions.get(pk) is not None]
     without = [pk for pk in ids if versions.get(pk) is None]
     return [part for part in (with_v, without) if part]
 
 
-def _dedupe(ids: list[Any], versions: Optional[list[int]]) -> tuple[list[Any], Optional[list[int]]]:
+def _dedupe(ids: list[Any], versions: list[int] | None) -> tuple[list[Any], list[int] | None]:
     keep_ids, keep_vers, _ = _dedupe_rows(ids, versions)
     return keep_ids, keep_vers
 
 
-def _dedupe_rows(ids: list[Any], versions: Optional[list[int]]) -> tuple[list[Any], Optional[list[int]], list[int]]:
+def _dedupe_rows(ids: list[Any], versions: list[int] | None) -> tuple[list[Any], list[int] | None, list[int]]:
     """One row per id: the highest version, or the last row for unversioned writes."""
     chosen: dict[Any, int] = {}
     for row, pk in enumerate(ids):

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -58,11 +59,11 @@ class ChromaMirror(BaseMirror):
         *,
         path: str | os.PathLike[str] | None = None,
         client: Any = None,
-        collection: Optional[str] = None,
+        collection: str | None = None,
         distance: Distance | str | None = None,
         metadata_columns: Sequence[str] = (),
-        name: Optional[str] = None,
-        collection_metadata: Optional[dict[str, Any]] = None,
+        name: str | None = None,
+        collection_metadata: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(column, distance=distance, metadata_columns=metadata_columns, name=name)
         if (path is None) == (client is None):
@@ -74,7 +75,7 @@ class ChromaMirror(BaseMirror):
 
             try:
                 client = chromadb.PersistentClient(path=os.fspath(path or ""), settings=Settings(anonymized_telemetry=False))
-            except Exception as err:  # noqa: BLE001 - any failure to open is the backend's
+            except Exception as err:
                 raise MirrorError(f"ChromaMirror could not open a Chroma database at '{path}': {err}.") from err
         self._client = client
         self._collection_name = collection if collection is not None else _default_name(self.table.name, self.column.name)
@@ -108,7 +109,7 @@ class ChromaMirror(BaseMirror):
             self._tombs = self._client.get_or_create_collection(
                 self._collection_name + TOMBSTONE_SUFFIX, embedding_function=None
             )
-        except Exception as err:  # noqa: BLE001 - Chroma raises many types; all are backend failures
+        except Exception as err:
             raise MirrorError(f"ChromaMirror could not open collection '{self._collection_name}': {err}.") from err
         space = _collection_space(self._main)
         if space is not None and space != self._space:
@@ -233,7 +234,7 @@ class ChromaMirror(BaseMirror):
             self._tombs.modify(name=retired + TOMBSTONE_SUFFIX)
             generation._main.modify(name=self._collection_name)
             generation._tombs.modify(name=self._collection_name + TOMBSTONE_SUFFIX)
-        except Exception as err:  # noqa: BLE001 - Chroma raises many types; all are backend failures
+        except Exception as err:
             raise MirrorError(
                 f"ChromaMirror '{self.name}' could not swap in the rebuilt collection '{generation._collection_name}': {err}."
             ) from err
@@ -312,7 +313,7 @@ class ChromaMirror(BaseMirror):
     def _call(self, what: str, fn: Any, **kw: Any) -> Any:
         try:
             return fn(**kw)
-        except Exception as err:  # noqa: BLE001 - Chroma raises many types; all are backend failures
+        except Exception as err:
             raise MirrorError(f"ChromaMirror '{self.name}' could not {what} collection '{self._collection_name}': {err}.") from err
 
 
@@ -321,7 +322,7 @@ def _default_name(table: str, column: str) -> str:
     return name.rstrip("._-") or "vk_vectors"
 
 
-def _collection_space(collection: Any) -> Optional[str]:
+def _collection_space(collection: Any) -> str | None:
     meta = getattr(collection, "metadata", None) or {}
     space = meta.get("hnsw:space")
     if space is None:

@@ -48,12 +48,13 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from .base import InvalidMirrorError
 
-__all__ = ["mirror_from_config", "ENTRY_POINT_GROUP", "available_backends"]
+__all__ = ["ENTRY_POINT_GROUP", "available_backends", "mirror_from_config"]
 
 #: The entry point group third-party mirrors register under.
 ENTRY_POINT_GROUP = "sqlalchemy_vectorknobs.mirrors"
@@ -97,11 +98,11 @@ def _factory(backend: Any) -> Callable[..., Any]:
         )
     try:
         loaded = found.load()
-    except Exception as err:  # noqa: BLE001 - any failure to import the plugin is reported the same way
+    except Exception as err:
         raise InvalidMirrorError(f"Mirror backend {backend!r} could not be loaded from its entry point ({err}).") from err
     if not callable(loaded):
         raise InvalidMirrorError(f"Mirror backend {backend!r} loads {loaded!r}, which is not a class or factory.")
-    return loaded
+    return cast("Callable[..., Any]", loaded)
 
 
 def resolve_column(spec: Any) -> Any:
@@ -125,7 +126,7 @@ def resolve_column(spec: Any) -> Any:
     return target
 
 
-def _parameters(factory: Callable[..., Any]) -> Optional[dict[str, inspect.Parameter]]:
+def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter] | None:
     """The keyword arguments ``factory`` takes after the column (None: it takes any)."""
     try:
         sig = inspect.signature(factory)
@@ -137,7 +138,7 @@ def _parameters(factory: Callable[..., Any]) -> Optional[dict[str, inspect.Param
     return {p.name: p for p in params[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
-def _convert(owner: str, key: str, text: str, param: Optional[inspect.Parameter]) -> Any:
+def _convert(owner: str, key: str, text: str, param: inspect.Parameter | None) -> Any:
     """A URL query value as the type the constructor's signature asks for."""
     hint = "" if param is None else str(param.annotation)
     default = None if param is None else param.default
@@ -167,7 +168,7 @@ def _convert(owner: str, key: str, text: str, param: Optional[inspect.Parameter]
     return text
 
 
-def _check_keys(owner: str, options: Mapping[str, Any], params: Optional[dict[str, inspect.Parameter]]) -> None:
+def _check_keys(owner: str, options: Mapping[str, Any], params: dict[str, inspect.Parameter] | None) -> None:
     if params is None:
         return
     unknown = [key for key in options if key not in params]
@@ -192,7 +193,7 @@ def _split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
     return backend, transport, rest, options
 
 
-def _local_path(url: str, rest: str) -> Optional[str]:
+def _local_path(url: str, rest: str) -> str | None:
     """The path of ``scheme:///relative`` or ``scheme:////absolute`` (None for ``scheme://``)."""
     if not rest:
         return None

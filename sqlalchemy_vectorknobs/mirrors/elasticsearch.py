@@ -65,7 +65,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,22 +96,22 @@ class ElasticsearchMirror(BaseMirror):
         column: Any,
         *,
         client: Any = None,
-        url: Optional[str] = None,
-        index: Optional[str] = None,
+        url: str | None = None,
+        index: str | None = None,
         distance: Distance | str | None = None,
         metadata_columns: Sequence[str] = (),
         text_columns: Sequence[str] = (),
-        name: Optional[str] = None,
+        name: str | None = None,
         refresh: bool | str = "wait_for",
         num_candidates: int = 100,
-        index_options: Optional[Mapping[str, Any]] = None,
+        index_options: Mapping[str, Any] | None = None,
         shards: int = 1,
         replicas: int = 1,
-        refresh_interval: Optional[str] = "1s",
-        settings: Optional[Mapping[str, Any]] = None,
+        refresh_interval: str | None = "1s",
+        settings: Mapping[str, Any] | None = None,
         chunk_size: int = 500,
         chunk_bytes: int = 10 * 1024 * 1024,
-        client_options: Optional[Mapping[str, Any]] = None,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         texts = [text_columns] if isinstance(text_columns, str) else list(text_columns)
         names = [metadata_columns] if isinstance(metadata_columns, str) else list(metadata_columns)
@@ -145,7 +146,7 @@ class ElasticsearchMirror(BaseMirror):
         #: Writes go through an alias named ``index`` (False: straight to a concrete index, as a
         #: generation being built does).
         self._use_alias = True
-        self._concrete: Optional[str] = None
+        self._concrete: str | None = None
         self._ready = False
 
     @property
@@ -191,7 +192,7 @@ class ElasticsearchMirror(BaseMirror):
             self._index_options,
         )
 
-    def _create(self, name: str, settings: Mapping[str, Any], alias: Optional[str]) -> None:
+    def _create(self, name: str, settings: Mapping[str, Any], alias: str | None) -> None:
         body: dict[str, Any] = {"index": name, "mappings": self.mapping(), "settings": dict(settings)}
         if alias is not None:
             body["aliases"] = {alias: {}}
@@ -273,7 +274,7 @@ class ElasticsearchMirror(BaseMirror):
                     out[doc["_id"]] = int(doc["_version"])
         return out
 
-    def _doc(self, pk: Any, vector: Optional[F32], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    def _doc(self, pk: Any, vector: F32 | None, metadata: Mapping[str, Any]) -> dict[str, Any]:
         doc: dict[str, Any] = {PK_FIELD: self.pk_to_str(pk) if self._pk_type is not int else pk, DELETED_FIELD: vector is None}
         if vector is not None:
             doc[self._field] = vector.tolist()
@@ -311,7 +312,7 @@ class ElasticsearchMirror(BaseMirror):
         return applied_without_write + (self._bulk(ops, n_ops) if ops else 0)
 
     @staticmethod
-    def _version_args(key: str, versions: Optional[list[int]], i: int, current: dict[str, int], gte: bool) -> dict[str, Any]:
+    def _version_args(key: str, versions: list[int] | None, i: int, current: dict[str, int], gte: bool) -> dict[str, Any]:
         if versions is not None:
             return {"version": versions[i], "version_type": "external_gte" if gte else "external"}
         # keep the recorded version: external_gte at the current one (0 for a new document)
@@ -483,9 +484,9 @@ class ElasticsearchMirror(BaseMirror):
         vector: Any,
         k: int = 10,
         *,
-        text_fields: Optional[Sequence[str]] = None,
-        where: Optional[Mapping[str, Any]] = None,
-        window: Optional[int] = None,
+        text_fields: Sequence[str] | None = None,
+        where: Mapping[str, Any] | None = None,
+        window: int | None = None,
         rank_constant: int = 60,
     ) -> list[tuple[Any, float]]:
         """BM25 over ``text_fields`` and kNN on the vector, fused by reciprocal rank fusion: ``[(pk, score)]``, best first.
@@ -574,7 +575,7 @@ class ElasticsearchMirror(BaseMirror):
     def _scan(self, query: dict[str, Any]) -> set[Any]:
         """Primary keys of the documents matching ``query`` (paged by ``vk_pk``)."""
         out: set[Any] = set()
-        after: Optional[list[Any]] = None
+        after: list[Any] | None = None
         while True:
             kw: dict[str, Any] = {"search_after": after} if after is not None else {}
             resp = self._call(
@@ -610,7 +611,7 @@ class ElasticsearchMirror(BaseMirror):
         except (self._es.ApiError, self._es.TransportError) as err:
             raise self._failure(what, err) from err
 
-    def _failure(self, what: str, err: Exception, index: Optional[str] = None) -> MirrorError:
+    def _failure(self, what: str, err: Exception, index: str | None = None) -> MirrorError:
         target = index or self._index
         if isinstance(err, self._es.TransportError) and not isinstance(err, self._es.ApiError):
             return MirrorError(f"ElasticsearchMirror '{self.name}' could not reach {self._where} to {what} index '{target}': {err}.")

@@ -61,8 +61,9 @@ Persistence
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -96,13 +97,13 @@ class FaissMirror(BaseMirror):
         kind: str = "flat",
         distance: Distance | str | None = None,
         metadata_columns: Sequence[str] = (),
-        name: Optional[str] = None,
+        name: str | None = None,
         m: int = 32,
         ef_construction: int = 128,
         ef_search: int = 64,
         nlist: int = 100,
         nprobe: int = 10,
-        train_size: Optional[int] = None,
+        train_size: int | None = None,
         tombstone_ratio: float = 0.25,
         exact_filter_limit: int = 1024,
         autosave: bool = True,
@@ -144,7 +145,7 @@ class FaissMirror(BaseMirror):
         self._snapshot_size = 0
         self._must_snapshot = False  # a write to disk failed: the next write saves everything
         self._replaying = False
-        self._inner_cache: Optional[tuple[Any, Any]] = None
+        self._inner_cache: tuple[Any, Any] | None = None
         self._params_cache: dict[int, Any] = {}
         self._journal = Journal(self._path, f"FaissMirror '{self.name}'") if self._path is not None else None
         self._reset()
@@ -159,7 +160,7 @@ class FaissMirror(BaseMirror):
         return self._kind
 
     @property
-    def path(self) -> Optional[Path]:
+    def path(self) -> Path | None:
         """The file the mirror persists to (None: memory only)."""
         return self._path
 
@@ -205,7 +206,7 @@ class FaissMirror(BaseMirror):
             return ivf
         return faiss.IndexIDMap2(faiss.IndexFlat(self.dim, self._metric))
 
-    def _stored_form(self, vectors: F32) -> tuple[F32, Optional[np.ndarray]]:
+    def _stored_form(self, vectors: F32) -> tuple[F32, np.ndarray | None]:
         """What goes into Faiss (unit vectors for cosine) and, for cosine, the original norms."""
         if self.distance is not Distance.COSINE:
             return np.ascontiguousarray(vectors, dtype=np.float32), None
@@ -344,7 +345,7 @@ class FaissMirror(BaseMirror):
         if self._kind == "hnsw" and self._dead and self._dead > self._tombstone_ratio * len(self._alive):
             self._rebuild_hnsw()
 
-    def _changed(self, record: Optional[tuple[Any, ...]] = None) -> None:
+    def _changed(self, record: tuple[Any, ...] | None = None) -> None:
         """After a change: append ``record`` to the journal, or (``None``, or when due) write a snapshot."""
         self._dirty = True
         if self._replaying or not self.autosave or self._path is None or self._journal is None:
@@ -380,7 +381,7 @@ class FaissMirror(BaseMirror):
     def _search(self, query: F32, k: int, where: dict[str, tuple[Any, ...]]) -> list[tuple[Any, float]]:
         if not self._live:
             return []
-        allowed: Optional[set[int]] = None
+        allowed: set[int] | None = None
         if where:
             allowed = self._meta.match(where)
             if not allowed:

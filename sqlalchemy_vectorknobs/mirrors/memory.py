@@ -15,7 +15,8 @@ key is accepted as is. Versions and tombstones live in memory with the vectors.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,13 +39,13 @@ class MemoryMirror(BaseMirror):
         *,
         distance: Distance | str | None = None,
         metadata_columns: Sequence[str] = (),
-        name: Optional[str] = None,
+        name: str | None = None,
     ) -> None:
         super().__init__(column, distance=distance, metadata_columns=metadata_columns, name=name)
         self._vectors: dict[Any, F32] = {}
         self._versions = VersionMap()
         self._meta = MetadataIndex(self.metadata_columns)
-        self._matrix: Optional[tuple[list[Any], np.ndarray]] = None
+        self._matrix: tuple[list[Any], np.ndarray] | None = None
 
     def _upsert(self, batch: UpsertBatch) -> int:
         applied = 0

@@ -22,17 +22,17 @@ from .rebuild import rebuild
 from .verify import DriftReport, verify
 
 __all__ = [
-    "attach",
     "Attachment",
-    "MirrorSyncError",
-    "create_outbox",
-    "outbox_table",
-    "outbox_metadata",
-    "drain",
-    "adrain",
-    "DrainReport",
     "DeadLetter",
+    "DrainReport",
+    "DriftReport",
+    "MirrorSyncError",
+    "adrain",
+    "attach",
+    "create_outbox",
+    "drain",
+    "outbox_metadata",
+    "outbox_table",
     "rebuild",
     "verify",
-    "DriftReport",
 ]

@@ -12,8 +12,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -24,13 +25,13 @@ __all__ = [
     "CHUNK",
     "Planned",
     "check_mirrors",
-    "read_rows",
-    "plan_writes",
-    "plan_changes",
-    "write",
-    "next_version",
-    "encode_pk",
     "decode_pk",
+    "encode_pk",
+    "next_version",
+    "plan_changes",
+    "plan_writes",
+    "read_rows",
+    "write",
 ]
 
 #: Primary keys per ``IN (...)`` list (well under SQLite's and PostgreSQL's parameter limits).
@@ -110,9 +111,9 @@ class Planned:
     upsert_ids: list[Any]
     vectors: list[Any]
     metadata: list[dict[str, Any]]
-    upsert_versions: Optional[list[int]]
+    upsert_versions: list[int] | None
     delete_ids: list[Any]
-    delete_versions: Optional[list[int]]
+    delete_versions: list[int] | None
 
 
 def plan_writes(

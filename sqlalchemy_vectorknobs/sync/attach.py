@@ -54,8 +54,9 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -66,7 +67,7 @@ from . import outbox as _outbox
 from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_changes, read_rows, write
 from .collect import Changes, Collector, Known
 
-__all__ = ["attach", "Attachment", "MirrorSyncError", "ON_ERROR"]
+__all__ = ["ON_ERROR", "Attachment", "MirrorSyncError", "attach"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.sync")
 
@@ -124,7 +125,7 @@ _OUTBOX_INSERT = _outbox.outbox_table.insert().values(
 )
 
 
-def _transaction_boundary(transaction: Optional[SessionTransaction]) -> Optional[SessionTransaction]:
+def _transaction_boundary(transaction: SessionTransaction | None) -> SessionTransaction | None:
     """The innermost real transaction (root or savepoint) at or above ``transaction``."""
     while transaction is not None and not transaction.nested and transaction.parent is not None:
         transaction = transaction.parent
@@ -148,7 +149,7 @@ class Attachment:
         outbox: bool,
         on_error: str,
         drain_after_commit: bool,
-        restore: Optional[Callable[[], None]],
+        restore: Callable[[], None] | None,
     ) -> None:
         self._target = target
         self._restore = restore
@@ -375,7 +376,7 @@ def drain_written(
     engine: sa.Engine,
     mirrors: list[Any],
     ids: Sequence[int],
-    known: Optional[dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]]] = None,
+    known: dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]] | None = None,
 ) -> _outbox.DrainReport:
     """The after-commit drain of the outbox rows one transaction wrote (a seam for tests).
 
@@ -387,7 +388,7 @@ def drain_written(
 # ------------------------------------------------------------------------------ attach
 
 
-def _resolve_target(factory: Any) -> tuple[Any, Optional[Callable[[], None]], Any]:
+def _resolve_target(factory: Any) -> tuple[Any, Callable[[], None] | None, Any]:
     """(event target, undo for detach, bind if known) for a session class, session or factory."""
     if isinstance(factory, scoped_session):
         factory = factory.session_factory

@@ -19,8 +19,9 @@ in the attachment), ``{pk: "upsert" | "delete"}``:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -31,13 +32,13 @@ from sqlalchemy.sql.elements import BindParameter
 from ..codec import Kind
 from ..types import VectorType
 
-__all__ = ["Changes", "Known", "Collector"]
+__all__ = ["Changes", "Collector", "Known"]
 
 #: Per mirror index, ``{pk: "upsert" | "delete"}`` (the last op of a key wins).
 Changes = dict[int, dict[Any, str]]
 #: Per mirror index, ``{pk: (vector, metadata)}`` for upserted rows whose flushed values are exactly
 #: what the database stores (so applying them needs no re-read); vector None means "no vector".
-Known = dict[int, dict[Any, tuple[Optional[np.ndarray], dict[str, Any]]]]
+Known = dict[int, dict[Any, tuple[np.ndarray | None, dict[str, Any]]]]
 
 try:  # the result SQLAlchemy returns for an INSERT without RETURNING
     from sqlalchemy.engine.cursor import _NO_RESULT_METADATA as _NO_ROWS
@@ -62,14 +63,14 @@ class _Track:
 
     index: int
     pk_key: str
-    pk_position: Optional[int]  # position of the key in the mapper's identity, if it is there
+    pk_position: int | None  # position of the key in the mapper's identity, if it is there
     watched: tuple[str, ...]  # the vector and metadata attribute keys
     # (metadata column name, attribute key, Python type the database gives back); None when a
     # flushed value may differ from the stored one (half vectors, other column types)
-    known: Optional[tuple[tuple[str, str, type], ...]]
+    known: tuple[tuple[str, str, type], ...] | None
 
 
-def _round_trip_type(column: sa.Column[Any]) -> Optional[type]:
+def _round_trip_type(column: sa.Column[Any]) -> type | None:
     """The Python type a value of ``column`` keeps unchanged through the database, if there is one."""
     t = column.type
     if isinstance(t, (sa.TypeDecorator, sa.Enum, sa.CHAR, sa.NCHAR)):
@@ -83,7 +84,7 @@ def _round_trip_type(column: sa.Column[Any]) -> Optional[type]:
     return None
 
 
-def _known_spec(table: sa.Table, mirror: Any, key: Callable[[sa.Column[Any]], str]) -> Optional[tuple[tuple[str, str, type], ...]]:
+def _known_spec(table: sa.Table, mirror: Any, key: Callable[[sa.Column[Any]], str]) -> tuple[tuple[str, str, type], ...] | None:
     vector_type = mirror.column.type
     if not isinstance(vector_type, VectorType) or vector_type.kind is not Kind.FLOAT32:
         return None  # half vectors are rounded by the database: read them back
@@ -113,10 +114,13 @@ class Collector:
         tracks = self._tracks.get(mapper)
         if tracks is None:
             found = []
+
+            def key(col: Any) -> str:
+                return str(mapper.get_property_by_column(col).key)
+
             for table in mapper.tables:
                 for i in self.by_table.get(table, ()):
                     mirror = self.mirrors[i]
-                    key = lambda col: mapper.get_property_by_column(col).key
                     pk_prop = mapper.get_property_by_column(mirror.pk_column)
                     position = next((n for n, col in enumerate(mapper.primary_key) if col in pk_prop.columns), None)
                     watched = (key(mirror.column), *(key(table.c[n]) for n in mirror.metadata_columns))
@@ -132,7 +136,7 @@ class Collector:
         return state.dict.get(track.pk_key)
 
     @staticmethod
-    def _values(state: Any, track: _Track, inserted: bool) -> Optional[tuple[Optional[np.ndarray], dict[str, Any]]]:
+    def _values(state: Any, track: _Track, inserted: bool) -> tuple[np.ndarray | None, dict[str, Any]] | None:
         """The flushed (vector, metadata) of an upserted row, or None if they must be read back.
 
         An INSERT wrote every value the object holds. An UPDATE wrote only the changed ones: the
@@ -230,7 +234,7 @@ class Collector:
             names = self._statement_names[(mapper, index)] = frozenset(found)
         return names
 
-    def statement(self, orm_state: ORMExecuteState) -> Optional[tuple[Any, Changes, sa.Connection]]:
+    def statement(self, orm_state: ORMExecuteState) -> tuple[Any, Changes, sa.Connection] | None:
         """Run a DML statement on a mirrored table and return (result, changes, connection); None if not one."""
         stmt: Any = orm_state.statement
         if not stmt.is_dml:  # every SELECT passes here: keep this test cheap

@@ -34,8 +34,9 @@ at least once, and the versions make applying a change twice harmless.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -45,13 +46,13 @@ from ._apply import CHUNK, check_mirrors, decode_pk, pk_kind, plan_changes, read
 
 __all__ = [
     "OUTBOX_TABLE",
-    "outbox_metadata",
-    "outbox_table",
+    "DeadLetter",
+    "DrainReport",
+    "adrain",
     "create_outbox",
     "drain",
-    "adrain",
-    "DrainReport",
-    "DeadLetter",
+    "outbox_metadata",
+    "outbox_table",
     "version_of",
 ]
 
@@ -209,9 +210,9 @@ def drain(
     batch_size: int = 500,
     max_attempts: int = 5,
     backoff: float = 0.5,
-    ids: Optional[Iterable[int]] = None,
-    now: Optional[float] = None,
-    known: Optional[Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]]] = None,
+    ids: Iterable[int] | None = None,
+    now: float | None = None,
+    known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
 ) -> DrainReport:
     """Apply the pending outbox rows of ``mirrors``; see the module docstring for the steps.
 
@@ -295,7 +296,7 @@ def _process(
     max_attempts: int,
     backoff: float,
     report: DrainReport,
-    known: Optional[Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]]] = None,
+    known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
 ) -> None:
     """Apply one claimed batch and record the outcome of every row (in the claiming transaction).
 

@@ -36,7 +36,8 @@ gone once applied, so run such drainers in the rebuilding process or pause them,
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 

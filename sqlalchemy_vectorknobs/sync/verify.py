@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -30,7 +31,7 @@ from ..exc import InvalidMirrorError
 from ..mirrors.base import _scalar
 from ._apply import check_mirrors, plan_writes, read_rows, write
 
-__all__ = ["verify", "DriftReport"]
+__all__ = ["DriftReport", "verify"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.sync")
 
@@ -171,13 +172,11 @@ def verify(
             missing.update(pk for pk in with_vector if pk not in held)
             stored = run_blocking(mirror.get, present) if present else {}
             for pk in present:
-                got: Optional[np.ndarray] = stored.get(pk)
+                got: np.ndarray | None = stored.get(pk)
                 want = np.asarray(with_vector[pk][vec_name], dtype=np.float64)
                 if got is None:
                     missing.add(pk)
-                elif got.shape != want.shape or float(np.max(np.abs(got.astype(np.float64) - want))) > tolerance:
-                    mismatched.add(pk)
-                elif callable(metadata_of) and metadata_of(pk) != _expected_metadata(mirror, with_vector[pk]):
+                elif got.shape != want.shape or float(np.max(np.abs(got.astype(np.float64) - want))) > tolerance or callable(metadata_of) and metadata_of(pk) != _expected_metadata(mirror, with_vector[pk]):
                     mismatched.add(pk)
             if bar is not None:
                 bar.update(len(rows))

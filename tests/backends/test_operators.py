@@ -7,7 +7,8 @@ must match within 1e-4.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -103,7 +104,7 @@ def check_top10(backend: Backend, model: Any, method: str, q: Any, reference: np
 def test_vector_metrics_match_numpy(any_backend: Backend, loaded: dict, method: str) -> None:
     model = load(any_backend, loaded, "vector", DENSE, vk.Vector(DIM))
     ref_fn, desc = FLOAT_METRICS[method]
-    for qi in range(QUERIES):
+    for _ in range(QUERIES):
         q = rng.standard_normal(DIM).astype(np.float32)
         check_top10(any_backend, model, method, q, ref_fn(DENSE.astype(np.float64), q.astype(np.float64)), desc)
 
@@ -120,7 +121,7 @@ def test_halfvec_metrics_match_numpy(backend: Backend, loaded: dict, method: str
 def test_bit_metrics_match_numpy(backend: Backend, loaded: dict, method: str) -> None:
     model = load(backend, loaded, "bit", BITSET, vk.BitVector(BITS))
     ref_fn, desc = BIT_METRICS[method]
-    for qi in range(QUERIES):
+    for _ in range(QUERIES):
         q = rng.random(BITS) < 0.3
         check_top10(backend, model, method, q, ref_fn(BITSET, q), desc)
 

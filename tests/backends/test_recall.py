@@ -6,7 +6,8 @@ selectivity, exactly k rows and recall@10 >= 0.90. The index is used (``vk.expla
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ DIM = 16
 class Counting(vk.HashingEmbedder):
     """A HashingEmbedder that records every batch of texts it is asked to embed."""
 
-    def __init__(self, dim: int = DIM, *, fail_on: Optional[Callable[[list[str]], bool]] = None, **kw: Any) -> None:
+    def __init__(self, dim: int = DIM, *, fail_on: Callable[[list[str]], bool] | None = None, **kw: Any) -> None:
         super().__init__(dim, **kw)
         self.batches: list[list[str]] = []
         self.fail_on = fail_on
@@ -43,7 +44,7 @@ class Counting(vk.HashingEmbedder):
         self.batches.clear()
 
 
-def reference(embedder: vk.HashingEmbedder, title: Optional[str], body: Optional[str]) -> Optional[np.ndarray]:
+def reference(embedder: vk.HashingEmbedder, title: str | None, body: str | None) -> np.ndarray | None:
     """What the vector must be, computed here from the spec's rule (non-NULL sources joined by newlines)."""
     text = "\n".join(v for v in (title, body) if v is not None)
     if text == "":
@@ -59,9 +60,9 @@ def make_model(embedder: Any, dim: int = DIM, **kw: Any) -> Any:
     class Doc(Base):
         __tablename__ = unique("esync")
         id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-        title: Mapped[Optional[str]] = mapped_column(sa.String(200))
-        body: Mapped[Optional[str]] = mapped_column(sa.Text)
-        other: Mapped[Optional[int]] = mapped_column(sa.Integer)
+        title: Mapped[str | None] = mapped_column(sa.String(200))
+        body: Mapped[str | None] = mapped_column(sa.Text)
+        other: Mapped[int | None] = mapped_column(sa.Integer)
         embedding = vk.embedded_column(vk.Vector(dim), source=("title", "body"), embedder=embedder, **kw)
 
     return Doc

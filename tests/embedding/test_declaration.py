@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,7 +51,7 @@ def test_sources_must_exist_and_be_text() -> None:
     class Bad(Base):
         __tablename__ = unique("bad")
         id: Mapped[int] = mapped_column(primary_key=True)
-        n: Mapped[Optional[int]]
+        n: Mapped[int | None]
         embedding = vk.embedded_column(vk.Vector(4), source="n", embedder=vk.HashingEmbedder(4))
 
     with pytest.raises(vk.EmbeddingConfigError, match="sources must be text columns"):
@@ -160,7 +160,7 @@ print(event.contains(Session, "before_flush", listener._before_flush))
     "values",
     [("a",), ("a", None, "b"), (None, None), ("", ""), ("naïve café ☕", "Zürich\n日本語"), ("x" * 5000, None)],
 )
-def test_sql_source_hash_equals_python(backend: Backend, values: tuple[Optional[str], ...]) -> None:
+def test_sql_source_hash_equals_python(backend: Backend, values: tuple[str | None, ...]) -> None:
     """The staleness check relies on the database hashing text exactly as codec.source_hash does."""
     params = [sa.bindparam(f"p{i}", v, type_=sa.Text) for i, v in enumerate(values)]
     got = backend.run(lambda c: c.execute(sa.select(SourceHash(*params))).scalar_one())

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 import sqlalchemy_vectorknobs as vk
 
 from ..conftest import Backend
-from .conftest import Counting, drift, make_model, reference, stale_ids
+from .conftest import Counting, drift, make_model, stale_ids
 
 
 def _seed(env: Backend, Doc: type, n: int, *, body: bool = True) -> None:
@@ -296,7 +296,7 @@ def test_deferred_mode_and_vectorizer(env: Backend) -> None:
     assert env.orm(lambda s: stale_ids(s, Doc)) == set(range(60)) | {500}
     if env.is_async:
         return  # the Vectorizer is a thread with its own sync sessions; the sync backends cover it
-    factory = lambda: Session(env.engine)  # noqa: E731
+    factory = lambda: Session(env.engine)
     worker = vk.Vectorizer(factory, Doc, max_attempts=2, backoff=0.0)
     worker.run(until_idle=True)
     worker.run(until_idle=True)

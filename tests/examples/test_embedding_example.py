@@ -26,7 +26,7 @@ def _check(out: str) -> None:
     total = int(re.search(r"1\. inserted (\d+)", out).group(1))  # type: ignore[union-attr]
     assert f"5. embedder version changed: stale rows now: {total}" in out
     assert out.count("stale rows now: 0") == 3
-    hits = re.findall(r"^\s+\d\.\d{3}\s+(\S+)$", out, re.M)
+    hits = re.findall(r"^\s+\d\.\d{3}\s+(\S+)$", out, re.MULTILINE)
     assert len(hits) == 3 and any(h.startswith("shutil.") for h in hits), out
 
 

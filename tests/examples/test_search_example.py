@@ -21,13 +21,13 @@ def _check(out: str, dialect: str) -> None:
     assert out.count("hybrid (RRF, 1 SQL statement):") == 3, out
     for question in ("copy a file with its permissions", "parse a JSON string", "wait for a thread lock"):
         assert f"'{question}'" in out
-    ranks = re.findall(r"^\s+(\d)\. (\d\.\d{4})  d=(\d\.\d{3})  (\S+)$", out, re.M)
+    ranks = re.findall(r"^\s+(\d)\. (\d\.\d{4})  d=(\d\.\d{3})  (\S+)$", out, re.MULTILINE)
     assert [int(r[0]) for r in ranks] == [1, 2, 3, 4, 5] * 3, out
     for block in range(3):
         scores = [float(r[1]) for r in ranks[5 * block : 5 * block + 5]]
         assert scores == sorted(scores, reverse=True), out
     assert "shutil.copystat" in out and "json.loads" in out and "threading.Condition" in out
-    weighted = re.findall(r"^\s+\d\. (\d\.\d{3})  (\w+)\s+(\S+)$", out, re.M)
+    weighted = re.findall(r"^\s+\d\. (\d\.\d{3})  (\w+)\s+(\S+)$", out, re.MULTILINE)
     assert weighted and all(kind == "function" and float(score) >= 0.5 for score, kind, _ in weighted), out
     mmr = re.search(r"nearest 6 come from (\d) module\(s\), vk\.mmr\(lambda_=0\.3\) from (\d)", out)
     assert mmr and int(mmr.group(2)) >= int(mmr.group(1)), out

@@ -49,7 +49,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -76,7 +76,7 @@ class EsError(Exception):
 @dataclass
 class Doc:
     version: int
-    source: Optional[dict[str, Any]]  # None: deleted (the version is remembered)
+    source: dict[str, Any] | None  # None: deleted (the version is remembered)
     seq_no: int
 
 
@@ -192,7 +192,7 @@ class Cluster:
         ix = self.index(name)
         given = body.get("index", body) if isinstance(body.get("index"), dict) else body
         for key, value in given.items():
-            key = key[len("index.") :] if key.startswith("index.") else key
+            key = key.removeprefix("index.")
             if key == "number_of_shards":
                 raise EsError(400, "illegal_argument_exception", f"final {name} setting [index.number_of_shards], not updateable")
             if value is None:
@@ -209,7 +209,7 @@ class Cluster:
         if name in self.aliases:
             raise EsError(400, "invalid_index_name_exception", f"Invalid index name [{name}], already exists as alias")
         mappings = body.get("mappings") or {}
-        settings = {(k[len("index.") :] if k.startswith("index.") else k): v for k, v in (body.get("settings") or {}).items()}
+        settings = {(k.removeprefix("index.")): v for k, v in (body.get("settings") or {}).items()}
         for alias in body.get("aliases") or {}:
             self._check_alias_name(alias, self.indices)
         for fname, spec in (mappings.get("properties") or {}).items():
@@ -284,7 +284,7 @@ class Cluster:
             elif isinstance(value, (dict, list)) or (ftype == "text" and not isinstance(value, str)):
                 raise EsError(400, "document_parsing_exception", f"[1:2] failed to parse field [{key}] of type [{ftype}]")
 
-    def write(self, ix: Index, action: str, meta: dict[str, Any], source: Optional[dict[str, Any]]) -> dict[str, Any]:
+    def write(self, ix: Index, action: str, meta: dict[str, Any], source: dict[str, Any] | None) -> dict[str, Any]:
         doc_id = str(meta.get("_id") or uuid.uuid4().hex)
         vtype = meta.get("version_type", "internal")
         version = meta.get("version")
@@ -320,7 +320,7 @@ class Cluster:
         ix.docs[doc_id] = Doc(new_version, source, ix.seq_no)
         return {"_id": doc_id, "_version": new_version, "result": "updated" if exists else "created", "status": 200 if exists else 201}
 
-    def bulk(self, default_index: Optional[str], lines: list[dict[str, Any]], refresh: str) -> dict[str, Any]:
+    def bulk(self, default_index: str | None, lines: list[dict[str, Any]], refresh: str) -> dict[str, Any]:
         items: list[dict[str, Any]] = []
         touched: set[str] = set()
         i = 0
@@ -369,10 +369,10 @@ class Cluster:
                 return source.get(parent), spec.get("type", "keyword")
         return source.get(fname), "keyword"
 
-    def matches(self, ix: Index, doc_id: str, source: dict[str, Any], query: Optional[dict[str, Any]]) -> bool:
+    def matches(self, ix: Index, doc_id: str, source: dict[str, Any], query: dict[str, Any] | None) -> bool:
         return self.score(ix, doc_id, source, query) is not None
 
-    def score(self, ix: Index, doc_id: str, source: dict[str, Any], query: Optional[dict[str, Any]]) -> Optional[float]:
+    def score(self, ix: Index, doc_id: str, source: dict[str, Any], query: dict[str, Any] | None) -> float | None:
         """The document's score for ``query`` (None: it does not match)."""
         if not query:
             return 1.0
@@ -428,7 +428,7 @@ class Cluster:
             f"unknown query [{kind}] (stand-in implements match_all, term, terms, ids, exists, match, multi_match, bool)",
         )
 
-    def bm25(self, ix: Index, source: dict[str, Any], fname: str, text: str) -> Optional[float]:
+    def bm25(self, ix: Index, source: dict[str, Any], fname: str, text: str) -> float | None:
         """BM25 of ``text`` against field ``fname`` (the approximation the module docstring describes)."""
         value, ftype = self.field_value(ix, source, fname)
         terms = _tokens(text)
@@ -487,7 +487,7 @@ class Cluster:
                 knn = knn[0]
             hits = self._knn(ix, knn)
             hits = hits[:size]
-            sort_values: Optional[list[list[Any]]] = None
+            sort_values: list[list[Any]] | None = None
         else:
             scored = [(k, d, self.score(ix, k, d.source or {}, query)) for k, d in ix.visible.items()]
             scored = [(k, d, sc) for k, d, sc in scored if sc is not None]
@@ -565,7 +565,7 @@ class Cluster:
         scored.sort(key=lambda t: (-t[2], t[0]))
         return scored[:k]
 
-    def _source(self, ix: Index, source: dict[str, Any], spec: Any) -> Optional[dict[str, Any]]:
+    def _source(self, ix: Index, source: dict[str, Any], spec: Any) -> dict[str, Any] | None:
         if spec is False:
             return None
         includes: list[str] = []
@@ -595,8 +595,8 @@ class Cluster:
         n = sum(1 for k, d in ix.visible.items() if self.matches(ix, k, d.source or {}, query))
         return {"count": n, "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}}
 
-    def mget(self, default_index: Optional[str], body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
-        wanted: list[tuple[Optional[str], str]] = []
+    def mget(self, default_index: str | None, body: dict[str, Any], params: dict[str, str]) -> dict[str, Any]:
+        wanted: list[tuple[str | None, str]] = []
         if "ids" in body:
             wanted = [(default_index, str(i)) for i in body["ids"]]
         for d in body.get("docs", []):
@@ -669,7 +669,7 @@ class _Handler(BaseHTTPRequestHandler):
         # headers and body go out in two writes; without this, Nagle + delayed ACK add ~40 ms each
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: Any, head: bool = False) -> None:
@@ -702,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _route(self, method: str, parts: list[str], params: dict[str, str], raw: bytes) -> tuple[int, Any]:
         c = self.cluster
-        json_body = lambda: json.loads(raw) if raw.strip() else {}  # noqa: E731
+        json_body = lambda: json.loads(raw) if raw.strip() else {}
         if not parts:
             if method in ("GET", "HEAD"):
                 return 200, {
@@ -763,19 +763,19 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, c.search(name, json_body(), params)
         raise EsError(405 if parts else 400, "illegal_argument_exception", f"stand-in does not implement {method} /{'/'.join(parts)}")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's method names
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's method names
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's method names
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802 - http.server's method names
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_HEAD(self) -> None:  # noqa: N802 - http.server's method names
+    def do_HEAD(self) -> None:
         self._dispatch("HEAD")
 
 

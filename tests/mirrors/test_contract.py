@@ -12,7 +12,8 @@ import os
 import subprocess
 import sys
 import uuid
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,8 +47,8 @@ class Base(DeclarativeBase):
 class Doc(Base):
     __tablename__ = "doc"
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    category: Mapped[Optional[str]] = mapped_column(sa.String)
-    rank: Mapped[Optional[int]] = mapped_column(sa.Integer)
+    category: Mapped[str | None] = mapped_column(sa.String)
+    rank: Mapped[int | None] = mapped_column(sa.Integer)
     embedding = mapped_column(vk.Vector(DIM))
 
 
@@ -193,7 +194,7 @@ class Workload:
 
 
 def check_against_reference(
-    mirror: Any, oracle: Any, wl: Workload, metric: str, exact: bool, where: Optional[dict[str, Any]] = None
+    mirror: Any, oracle: Any, wl: Workload, metric: str, exact: bool, where: dict[str, Any] | None = None
 ) -> None:
     candidates = wl.truth
     if where:
@@ -280,7 +281,7 @@ def test_versions_out_of_order(kind: str, make: Callable[..., Any]) -> None:
     rng = np.random.default_rng(5)
     a, b, c, d = (rng.normal(size=DIM).astype(np.float32) for _ in range(4))
 
-    def stored(pk: int) -> Optional[np.ndarray]:
+    def stored(pk: int) -> np.ndarray | None:
         return mirror.get([pk]).get(pk)
 
     assert mirror.upsert([1], [a], versions=[2]) == 1

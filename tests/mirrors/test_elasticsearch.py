@@ -9,7 +9,8 @@ rankings fetched separately (kNN through ``search``, BM25 through the raw client
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,8 +30,8 @@ class Base(DeclarativeBase):
 class Article(Base):
     __tablename__ = "article"
     id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[Optional[str]] = mapped_column(sa.String(200))
-    lang: Mapped[Optional[str]] = mapped_column(sa.String(8))
+    title: Mapped[str | None] = mapped_column(sa.String(200))
+    lang: Mapped[str | None] = mapped_column(sa.String(8))
     embedding = mapped_column(vk.Vector(DIM))
 
 

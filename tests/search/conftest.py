@@ -7,8 +7,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import warnings
-from functools import lru_cache
-from typing import Any, Iterator
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,20 +22,7 @@ from sqlalchemy_vectorknobs.fulltext import FullTextIndex
 from ..conftest import Backend, _get_backend
 
 #: stdlib modules whose docstrings make the corpus (importing them has no side effects)
-MODULES = """abc argparse array ast asyncio base64 binascii bisect bz2 calendar cmd code codecs codeop
-collections collections.abc colorsys compileall concurrent.futures configparser contextlib contextvars
-copy copyreg csv ctypes dataclasses datetime dbm decimal difflib dis doctest email email.message
-email.mime.text email.utils enum errno faulthandler filecmp fileinput fnmatch fractions ftplib functools
-gc getopt getpass gettext glob graphlib gzip hashlib heapq hmac html html.parser http.client http.cookies
-http.server imaplib importlib importlib.metadata inspect io ipaddress itertools json keyword linecache
-locale logging logging.handlers lzma mailbox math mimetypes modulefinder multiprocessing netrc numbers
-operator optparse os os.path pathlib pdb pickle pickletools pkgutil platform plistlib poplib pprint profile
-pstats py_compile pyclbr pydoc queue quopri random re reprlib rlcompleter runpy sched secrets selectors
-shelve shlex shutil signal site smtplib socket socketserver sqlite3 ssl stat statistics string stringprep
-struct subprocess symtable sys sysconfig tabnanny tarfile tempfile textwrap threading timeit token tokenize
-trace traceback types typing unicodedata unittest unittest.mock urllib.parse urllib.request uuid venv
-warnings wave weakref webbrowser wsgiref.simple_server wsgiref.util xml.dom.minidom xml.etree.ElementTree
-xml.sax xmlrpc.client xmlrpc.server zipapp zipfile zipimport zlib zoneinfo""".split()
+MODULES = ["abc", "argparse", "array", "ast", "asyncio", "base64", "binascii", "bisect", "bz2", "calendar", "cmd", "code", "codecs", "codeop", "collections", "collections.abc", "colorsys", "compileall", "concurrent.futures", "configparser", "contextlib", "contextvars", "copy", "copyreg", "csv", "ctypes", "dataclasses", "datetime", "dbm", "decimal", "difflib", "dis", "doctest", "email", "email.message", "email.mime.text", "email.utils", "enum", "errno", "faulthandler", "filecmp", "fileinput", "fnmatch", "fractions", "ftplib", "functools", "gc", "getopt", "getpass", "gettext", "glob", "graphlib", "gzip", "hashlib", "heapq", "hmac", "html", "html.parser", "http.client", "http.cookies", "http.server", "imaplib", "importlib", "importlib.metadata", "inspect", "io", "ipaddress", "itertools", "json", "keyword", "linecache", "locale", "logging", "logging.handlers", "lzma", "mailbox", "math", "mimetypes", "modulefinder", "multiprocessing", "netrc", "numbers", "operator", "optparse", "os", "os.path", "pathlib", "pdb", "pickle", "pickletools", "pkgutil", "platform", "plistlib", "poplib", "pprint", "profile", "pstats", "py_compile", "pyclbr", "pydoc", "queue", "quopri", "random", "re", "reprlib", "rlcompleter", "runpy", "sched", "secrets", "selectors", "shelve", "shlex", "shutil", "signal", "site", "smtplib", "socket", "socketserver", "sqlite3", "ssl", "stat", "statistics", "string", "stringprep", "struct", "subprocess", "symtable", "sys", "sysconfig", "tabnanny", "tarfile", "tempfile", "textwrap", "threading", "timeit", "token", "tokenize", "trace", "traceback", "types", "typing", "unicodedata", "unittest", "unittest.mock", "urllib.parse", "urllib.request", "uuid", "venv", "warnings", "wave", "weakref", "webbrowser", "wsgiref.simple_server", "wsgiref.util", "xml.dom.minidom", "xml.etree.ElementTree", "xml.sax", "xmlrpc.client", "xmlrpc.server", "zipapp", "zipfile", "zipimport", "zlib", "zoneinfo"]
 
 DIM = 128
 _HASHING = vk.HashingEmbedder(1024, seed=7)
@@ -52,7 +40,7 @@ def _dense(texts: list[str]) -> np.ndarray:
 EMBEDDER = vk.CallableEmbedder(_dense, dim=DIM, name="dense-hashing")
 
 
-@lru_cache(maxsize=None)
+@cache
 def stdlib_corpus(limit: int = 3000) -> tuple[tuple[str, str, str, str], ...]:
     """``(module, kind, title, docstring)`` for up to ``limit`` distinct stdlib docstrings (>= 40 characters),
     in a fixed order: modules as listed, their public classes and functions by name, class members by name."""

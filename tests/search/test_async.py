@@ -3,7 +3,8 @@ hybrid_search / text_search through ``await session.execute`` and asearch_result
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,8 +13,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import search
-from sqlalchemy_vectorknobs.rerank import ammr, arerank
 from sqlalchemy_vectorknobs.fulltext import FullTextIndex
+from sqlalchemy_vectorknobs.rerank import ammr, arerank
 
 from ..conftest import Backend
 from .conftest import DIM, EMBEDDER, load_corpus

@@ -9,7 +9,7 @@ statement ``hybrid_search`` sends.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ QUERIES = [
     "regular expression pattern",
 ]
 #: name -> (ORM filter, the same filter in SQL for the reference)
-FILTERS: dict[Optional[str], tuple[Any, Optional[str]]] = {
+FILTERS: dict[str | None, tuple[Any, str | None]] = {
     None: (None, None),
     "kind": (SearchDoc.kind == "function", "d.kind = 'function'"),  # pushed into vec0 on SQLite
     "module": (SearchDoc.module.in_(["os", "shutil", "pathlib", "tempfile", "io", "socket"]),
@@ -41,7 +41,7 @@ FILTERS: dict[Optional[str], tuple[Any, Optional[str]]] = {
 PG_DOC = "to_tsvector('english', coalesce(d.title, '') || ' ' || coalesce(d.body, ''))"
 
 
-def text_reference(conn: sa.Connection, dialect: str, text: str, where: Optional[str], n: int, match: str) -> list[tuple[int, float]]:
+def text_reference(conn: sa.Connection, dialect: str, text: str, where: str | None, n: int, match: str) -> list[tuple[int, float]]:
     """(id, score) of the n best full-text matches, score descending, ties by id."""
     words = text.split()
     if dialect == "postgresql":
@@ -74,7 +74,7 @@ def distance_reference(conn: sa.Connection, dialect: str, q: np.ndarray) -> dict
     return out
 
 
-def allowed_ids(conn: sa.Connection, where: Optional[str]) -> set[int]:
+def allowed_ids(conn: sa.Connection, where: str | None) -> set[int]:
     return set(conn.execute(sa.text(f"SELECT d.id FROM search_doc d{f' WHERE {where}' if where else ''}")).scalars())
 
 
@@ -87,8 +87,8 @@ def fuse(
     fusion: str,
     rrf_k: float = 60,
     weights: tuple[float, float] = (0.5, 0.5),
-    max_distance: Optional[float] = None,
-    min_score: Optional[float] = None,
+    max_distance: float | None = None,
+    min_score: float | None = None,
 ) -> list[tuple[int, float, float]]:
     """(id, distance, score) of the fused top k, as docs/search.md defines it."""
     t_rank = {i: r for r, (i, _) in enumerate(text_list, 1)}
@@ -117,7 +117,7 @@ def fuse(
 
 
 def reference(
-    corpus: Backend, text: str, where: Optional[str], *, k: int, n: int, match: str = "websearch", **fusion: Any
+    corpus: Backend, text: str, where: str | None, *, k: int, n: int, match: str = "websearch", **fusion: Any
 ) -> list[tuple[int, float, float]]:
     q = EMBEDDER.embed([text])[0].astype(np.float64)
 
@@ -151,7 +151,7 @@ def assert_same(got: list[tuple[int, float, float, int]], want: list[tuple[int, 
 
 @pytest.mark.parametrize("filter_name", list(FILTERS))
 @pytest.mark.parametrize("fusion", ["rrf", "weighted"])
-def test_hybrid_equals_reference(corpus: Backend, fusion: str, filter_name: Optional[str]) -> None:
+def test_hybrid_equals_reference(corpus: Backend, fusion: str, filter_name: str | None) -> None:
     where, where_sql = FILTERS[filter_name]
     nonempty = 0
     for text in QUERIES:

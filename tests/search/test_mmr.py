@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +17,7 @@ from .conftest import DIM, EMBEDDER, SearchDoc
 from .test_hybrid import QUERIES
 
 
-def candidates_reference(conn: sa.Connection, dialect: str, q: np.ndarray, fetch_k: int, kind: Optional[str]) -> list[tuple[int, float, np.ndarray]]:
+def candidates_reference(conn: sa.Connection, dialect: str, q: np.ndarray, fetch_k: int, kind: str | None) -> list[tuple[int, float, np.ndarray]]:
     """(id, distance, vector) of the fetch_k nearest rows by the dialect's own cosine distance, ties by id."""
     fn = "embedding <=> :q" if dialect == "postgresql" else "vec_distance_cosine(embedding, :q)"
     where = " WHERE kind = :kind" if kind else ""
@@ -48,7 +48,7 @@ def mmr_reference(cands: list[tuple[int, float, np.ndarray]], k: int, lambda_: f
 
 @pytest.mark.parametrize("kind", [None, "function"])
 @pytest.mark.parametrize("lambda_", [0.0, 0.25, 0.5, 0.8])
-def test_mmr_equals_numpy_reference(corpus: Backend, lambda_: float, kind: Optional[str]) -> None:
+def test_mmr_equals_numpy_reference(corpus: Backend, lambda_: float, kind: str | None) -> None:
     where = SearchDoc.kind == kind if kind else None
     for text in QUERIES:
         q = EMBEDDER.embed([text])[0]

@@ -5,7 +5,7 @@ PostgreSQL (HNSW over ``binary_quantize``) and SQLite (a ``bit[384]`` vec0 table
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest

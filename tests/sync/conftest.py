@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -26,15 +27,15 @@ DIM = 8
 T = TypeVar("T")
 
 
-def make_model(name: Optional[str] = None) -> Any:
+def make_model(name: str | None = None) -> Any:
     class Base(DeclarativeBase):
         pass
 
     class Doc(Base):
         __tablename__ = name or unique("msync")
         id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-        category: Mapped[Optional[str]] = mapped_column(sa.String(50))
-        note: Mapped[Optional[str]] = mapped_column(sa.String(200))
+        category: Mapped[str | None] = mapped_column(sa.String(50))
+        note: Mapped[str | None] = mapped_column(sa.String(200))
         embedding = mapped_column(vk.Vector(DIM), nullable=True)
 
     return Doc
@@ -54,9 +55,9 @@ class Recording:
     def __init__(self, inner: Any, *, failing: bool = False) -> None:
         self.inner = inner
         self.failing = failing
-        self.calls: list[tuple[str, list[Any], Optional[list[int]]]] = []
+        self.calls: list[tuple[str, list[Any], list[int] | None]] = []
         self.threads: list[int] = []  # the thread of each write (off the event loop under asyncio)
-        self.before_write: Optional[Callable[[str, list[Any]], None]] = None
+        self.before_write: Callable[[str, list[Any]], None] | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -142,7 +143,7 @@ class SyncEnv:
     def run(self, fn: Callable[[sa.Connection], T]) -> T:
         return self.backend.run(fn)
 
-    def committed(self) -> dict[Any, tuple[Optional[np.ndarray], Optional[str]]]:
+    def committed(self) -> dict[Any, tuple[np.ndarray | None, str | None]]:
         """``{id: (vector, category)}`` of the committed rows, read on a connection of its own."""
         t = self.table
         rows = self.run(lambda c: c.execute(sa.select(t.c.id, t.c.embedding, t.c.category)).all())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import sys
-from typing import Optional
 
 import numpy as np
 import sqlalchemy as sa
@@ -34,8 +33,8 @@ def main(url: str, faiss_path: str, table: str, kind: str, seed: str, commits: s
     class Doc(Base):
         __tablename__ = table
         id: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-        category: Mapped[Optional[str]] = mapped_column(sa.String(50))
-        note: Mapped[Optional[str]] = mapped_column(sa.String(200))
+        category: Mapped[str | None] = mapped_column(sa.String(50))
+        note: Mapped[str | None] = mapped_column(sa.String(200))
         embedding = mapped_column(vk.Vector(DIM), nullable=True)
 
     engine = vk.create_engine(url)

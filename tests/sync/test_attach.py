@@ -361,10 +361,9 @@ def test_detach_stops_syncing_and_targets_resolve(sqlite_env: SyncEnv) -> None:
     assert mirror.writes == 0 and not attachment.active
 
     # one Session instance
-    with Session(env.backend.engine) as s:
-        with vks.attach(s, [mirror]):
-            s.add(Doc(id=2, embedding=vec(2)))
-            s.commit()
+    with Session(env.backend.engine) as s, vks.attach(s, [mirror]):
+        s.add(Doc(id=2, embedding=vec(2)))
+        s.commit()
     assert mirror.ids() == {2}
 
     # a Session subclass: every session of that class

@@ -7,8 +7,9 @@ official client over HTTP), or a real cluster when ``VECTORKNOBS_ES_URL`` is set
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

@@ -245,11 +245,10 @@ def test_a_missing_outbox_table_fails_the_flush(tmp_path: Path) -> None:
     class Unbound(Session):  # no bind known at attach time: the table is checked at first flush
         pass
 
-    with vks.attach(Unbound, [vk.MemoryMirror(Doc.embedding)], outbox=True):
-        with Unbound(engine) as s:
-            s.add(Doc(id=1, embedding=vec(1)))
-            with pytest.raises(vk.InvalidMirrorError, match="vk.create_outbox"):
-                s.commit()
+    with vks.attach(Unbound, [vk.MemoryMirror(Doc.embedding)], outbox=True), Unbound(engine) as s:
+        s.add(Doc(id=1, embedding=vec(1)))
+        with pytest.raises(vk.InvalidMirrorError, match="vk.create_outbox"):
+            s.commit()
     with engine.connect() as c:
         assert c.execute(sa.select(sa.func.count()).select_from(Doc.__table__)).scalar_one() == 0
     vks.create_outbox(engine)

@@ -8,8 +8,9 @@ Elasticsearch (the test-only stand-in, or ``VECTORKNOBS_ES_URL``) on SQLite and 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa

@@ -12,8 +12,9 @@ import math
 import re
 import struct
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pgvector

@@ -7,9 +7,10 @@ from alembic import context
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import alembic_ext  # noqa: E402  (registers op.create_vector_index and friends)
-import sqlalchemy_vectorknobs as vk  # noqa: E402
-from models import Base  # noqa: E402
+from models import Base
+
+import alembic_ext
+import sqlalchemy_vectorknobs as vk
 
 config = context.config
 url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
