@@ -27,6 +27,7 @@ __all__ = [
     "InvalidVectorError",
     "MirrorError",
     "MirrorSyncError",
+    "MigrationError",
     "MissingDependencyError",
     "UnsupportedDialectError",
     "VectorKnobsError",
@@ -88,6 +89,10 @@ class MirrorError(VectorKnobsError, RuntimeError):
 
 class InvalidMirrorError(VectorKnobsError, ValueError):
     """A mirror was configured or called with something it cannot use (column, key, metadata, filter)."""
+
+
+class MigrationError(VectorKnobsError, RuntimeError):
+    """``vk.migrate`` cannot copy a table, or the copy does not match its source (counts, checksum)."""
 
 
 class MirrorSyncError(VectorKnobsError, RuntimeError):
