@@ -76,6 +76,11 @@ class VectorDistance(ColumnElement[float]):
     def vector_type(self) -> VectorType:
         return self.left.type  # type: ignore[return-value]
 
+    @property
+    def _from_objects(self) -> Any:
+        # Like a BinaryExpression: ``select(Doc.embedding.l2_distance(q))`` needs Doc's FROM.
+        return [*self.left._from_objects, *self.right._from_objects]
+
 
 class VectorOutput(ColumnElement[Any]):
     """A vector column as selected: the dialect picks the fastest form to send it back in."""
