@@ -43,6 +43,7 @@ from .exc import (
     InvalidMirrorError,
     InvalidSearchSettingError,
     InvalidVectorError,
+    MigrationError,
     MirrorError,
     MirrorSyncError,
     MissingDependencyError,
@@ -53,8 +54,11 @@ from .exc import (
 from .fulltext import FullTextIndex
 from .index import VectorIndex, VectorIndexOptions
 from .inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory, inspect_vectors
+from .migration import MigrateReport, TableMigration, migrate, vector_checksum
 from .mirrors import ChromaMirror, ElasticsearchMirror, FaissMirror, MemoryMirror, Mirror, mirror_from_config
+from .overview import DatabaseReport, OutboxDepth, describe_database, outbox_depth
 from .query import ExplainResult, explain, nearest, search_settings
+from .reflected import StaleCounts, count_stale, embedder_from_spec, reflect_embedded_column
 from .rerank import ammr, arerank, mmr, rerank, rerank_query
 from .search import (
     VectorSearchResult,
@@ -89,6 +93,7 @@ __all__ = [
     "BitVector",
     "CallableEmbedder",
     "ChromaMirror",
+    "DatabaseReport",
     "DeadLetter",
     "DimensionMismatchError",
     "Distance",
@@ -112,13 +117,18 @@ __all__ = [
     "InvalidSearchSettingError",
     "InvalidVectorError",
     "MemoryMirror",
+    "MigrateReport",
+    "MigrationError",
     "Mirror",
     "MirrorError",
     "MirrorSyncError",
     "MissingDependencyError",
+    "OutboxDepth",
     "ReembedJob",
     "SentenceTransformerEmbedder",
     "SparseVector",
+    "StaleCounts",
+    "TableMigration",
     "UnsupportedDialectError",
     "Vector",
     "VectorColumnInfo",
@@ -141,21 +151,27 @@ __all__ = [
     "attach",
     "backfill",
     "bulk_load",
+    "count_stale",
     "create_async_engine",
     "create_engine",
     "create_outbox",
+    "describe_database",
     "drain",
     "embedded_column",
+    "embedder_from_spec",
     "explain",
     "hybrid_search",
     "inspect_vectors",
+    "migrate",
     "mirror_from_config",
     "mmr",
     "near_text",
     "nearest",
+    "outbox_depth",
     "outbox_table",
     "rebuild",
     "reembed",
+    "reflect_embedded_column",
     "rerank",
     "rerank_query",
     "search_results",
@@ -163,5 +179,6 @@ __all__ = [
     "stale",
     "stale_condition",
     "text_search",
+    "vector_checksum",
     "verify",
 ]
