@@ -11,7 +11,7 @@ import logging
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import sync as vks
@@ -424,6 +424,53 @@ def test_nearest_via_mirror_returns_entities_in_mirror_order(env: SyncEnv) -> No
     assert far == []
     with pytest.raises(vk.IncompatibleOperatorError, match="ranks by cosine distance, not l2"):
         vk.nearest(Doc.embedding, q, k=5, via=mirror, distance="l2")
+
+
+def test_nearest_via_reuses_its_statement_shape_without_leaking_values(env: SyncEnv) -> None:
+    """Statements of the same shape share one template; each carries its own keys and distances."""
+    Doc = env.Doc
+    env.seed(40)
+    mirror = memory_mirror(env)
+    env.orm(lambda s: vks.rebuild(s, mirror, progress=False))
+    queries = [vec(100 + i, 3) for i in range(6)]
+    statements = [vk.nearest(Doc.embedding, q, k=7, via=mirror) for q in queries]  # built before any runs
+    for q, stmt in zip(queries, statements):
+        got = env.orm(lambda s, stmt=stmt: [(d.id, dist) for d, dist in s.execute(stmt)])
+        want = mirror.search(q, k=7)
+        assert [pk for pk, _ in got] == [pk for pk, _ in want]
+        assert np.allclose([d for _, d in got], [d for _, d in want], atol=1e-6)
+    assert len({tuple(pk for pk, _ in mirror.search(q, k=7)) for q in queries}) > 1  # the queries differ
+
+
+def test_nearest_via_with_string_keys(sqlite_env: SyncEnv) -> None:
+    class Base(DeclarativeBase):
+        pass
+
+    class Tag(Base):
+        __tablename__ = "via_tags"
+        slug: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+        embedding = mapped_column(vk.Vector(8))
+
+    engine = sqlite_env.backend.engine
+    Base.metadata.create_all(engine)
+    try:
+        rng = np.random.default_rng(3)
+        rows = {f"tag-{i:03d}'x": rng.standard_normal(8).astype(np.float32) for i in range(25)}
+        mirror = vk.MemoryMirror(Tag.embedding)
+        with Session(engine) as s:
+            s.add_all(Tag(slug=k, embedding=v) for k, v in rows.items())
+            s.commit()
+            vks.rebuild(s, mirror, progress=False)
+            q = rng.standard_normal(8).astype(np.float32)
+            got = [(t.slug, d) for t, d in s.execute(vk.nearest(Tag.embedding, q, k=6, via=mirror))]
+        keys = list(rows)
+        matrix = np.stack([rows[k] for k in keys])
+        cos = 1 - matrix @ q / (np.linalg.norm(matrix, axis=1) * np.linalg.norm(q))
+        order = np.argsort(cos)[:6]
+        assert [slug for slug, _ in got] == [keys[i] for i in order]
+        assert np.allclose([d for _, d in got], cos[order], atol=1e-5)
+    finally:
+        Base.metadata.drop_all(engine)
 
 
 def test_bulk_update_with_bound_parameters_in_its_criteria(env: SyncEnv) -> None:
