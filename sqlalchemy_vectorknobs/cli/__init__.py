@@ -49,4 +49,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, VectorKnobsError) or isinstance(err, ImportError):
             print(f"vectorknobs: error: {err}", file=sys.stderr)
             return 1
+        from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+        if isinstance(err, SQLAlchemyError):  # the database refused something: its first line, not a traceback
+            cause = err.orig if isinstance(err, DBAPIError) else err
+            first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            print(f"vectorknobs: error: the database said: {first}", file=sys.stderr)
+            return 1
         raise
