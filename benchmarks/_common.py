@@ -123,3 +123,108 @@ def start_server(stack: ExitStack, prefix: str = "vkbench") -> Server:
 def ensure_extension(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+# --------------------------------------------------------------------------- the suite's results
+
+
+@dataclass
+class Result:
+    """One plugin-vs-baseline measurement of the suite (``benchmarks/run.py``).
+
+    ``ratio`` is always ``plugin / baseline`` of the unit shown (a time, a rate or a size), so
+    its meaning follows the unit: for times lower is better, for rates (``higher_is_better``)
+    higher is better. ``target`` is the issue's target written against that ratio (e.g. ``<= 1.1``
+    for a time, ``>= 0.9`` for queries per second); ``met`` is None when there is no target.
+    """
+
+    section: str
+    name: str
+    plugin: str
+    baseline: str
+    unit: str
+    plugin_stat: Stat
+    baseline_stat: Stat | None
+    target: str = ""
+    higher_is_better: bool = False
+    ratio_override: float | None = None  # when the ratio is not plugin/baseline of the medians
+    condition: bool | None = None  # a second requirement of the target (e.g. recall >= 0.95), in ``note``
+    target_on: str = "ratio"  # or "plugin": the target bounds the plugin's own median (e.g. <= 5 µs)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ratio_override is not None:
+            return self.ratio_override
+        if self.baseline_stat is None:
+            return None
+        return self.plugin_stat.median / self.baseline_stat.median
+
+    @property
+    def met(self) -> bool | None:
+        value_ = self.plugin_stat.median if self.target_on == "plugin" else self.ratio
+        if not self.target or value_ is None:
+            return None
+        op, value = self.target.split()
+        bound = float(value)
+        ok = value_ <= bound if op == "<=" else value_ >= bound
+        return ok and self.condition is not False
+
+    def as_dict(self) -> dict[str, object]:
+        def stat(s: Stat | None) -> dict[str, object] | None:
+            if s is None:
+                return None
+            return {"median": s.median, "min": s.min, "max": s.max, "samples": list(s.samples)}
+
+        return {
+            "section": self.section,
+            "name": self.name,
+            "plugin": self.plugin,
+            "baseline": self.baseline,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "plugin_stat": stat(self.plugin_stat),
+            "baseline_stat": stat(self.baseline_stat),
+            "ratio": self.ratio,
+            "target": self.target,
+            "target_on": self.target_on,
+            "met": self.met,
+            "note": self.note,
+        }
+
+
+@dataclass
+class SectionResult:
+    """What a section hands back: its measurements, correctness checks and free-form figures."""
+
+    results: list[Result]
+    checks: dict[str, bool]  # e.g. {"exact ids identical (PostgreSQL vk vs raw)": True}
+    extra: dict[str, object]  # recall values, curves, sizes: anything the report needs
+
+
+def stat_of(values: Sequence[float]) -> Stat:
+    return Stat(tuple(float(v) for v in values))
+
+
+def scale_stat(stat: Stat, factor: float) -> Stat:
+    return Stat(tuple(s * factor for s in stat.samples))
+
+
+def rate_stat(stat: Stat, count: float) -> Stat:
+    """Seconds per run of ``count`` operations -> operations per second."""
+    return Stat(tuple(count / s for s in stat.samples))
+
+
+def print_results(title: str, results: Sequence[Result]) -> None:
+    """The suite's per-section table: plugin, baseline, ratio, target, met/missed."""
+    print(f"\n== {title}")
+    for r in results:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        met = {None: "", True: "met", False: "MISSED"}[r.met]
+        print(f"  {r.name}")
+        p = r.plugin_stat
+        print(f"    plugin   {p.median:>12.4g} [{p.min:.4g} .. {p.max:.4g}] {r.unit:<10} {r.plugin}")
+        if r.baseline_stat is not None:
+            b = r.baseline_stat
+            print(f"    baseline {b.median:>12.4g} [{b.min:.4g} .. {b.max:.4g}] {r.unit:<10} {r.baseline}")
+        print(f"    ratio {ratio} (plugin/baseline)  target {r.target or '-'}  {met}" + (f"  ({r.note})" if r.note else ""))

@@ -127,6 +127,7 @@ class Config:
     bq_queries: int  # queries per round, binary-quantized search
     profile: bool
     only: str = ""  # run one section: "bulk", "hnsw", "exact" or "binary"
+    curve: bool = True  # the ef_search curve after the HNSW table (benchmarks/run.py draws its own)
 
     @property
     def n_queries(self) -> int:
@@ -204,6 +205,13 @@ def make_dataset(rows: int, n_queries: int) -> Dataset:
     x = centers[assign] + rng.standard_normal((rows + n_queries, DIM), dtype=np.float32) * np.float32(NOISE)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     vectors, queries = np.ascontiguousarray(x[:rows]), np.ascontiguousarray(x[rows:])
+    truth, kth = exact_top_k(vectors, queries)
+    return Dataset(vectors, queries, truth, kth, [(i + 1, v) for i, v in enumerate(vectors)])
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 numpy ground truth: the k nearest ids (1-based, nearest first) and the k-th similarity."""
+    n_queries = queries.shape[0]
     truth = np.empty((n_queries, K), dtype=np.int64)
     kth = np.empty(n_queries)
     x64 = vectors.astype(np.float64)
@@ -214,7 +222,11 @@ def make_dataset(rows: int, n_queries: int) -> Dataset:
         top = np.take_along_axis(top, order, axis=1)
         truth[start : start + 50] = top + 1
         kth[start : start + 50] = np.take_along_axis(sims, top[:, -1:], axis=1)[:, 0]
-    return Dataset(vectors, queries, truth, kth, [(i + 1, v) for i, v in enumerate(vectors)])
+    return truth, kth
+
+
+def make_truth(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    return exact_top_k(vectors, queries)[0]
 
 
 def recall_at_k(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
@@ -637,7 +649,9 @@ def bench_hnsw(env: Env, data: Dataset) -> None:
     n = len(queries)
     qps = {k: scaled(s, lambda t: n / t) for k, s in stats.items()}
     r_orm, r_core = qps["orm"].median / qps["raw"].median, qps["core"].median / qps["raw"].median
-    env.results.update(hnsw_orm=r_orm, hnsw_core=r_core, hnsw_agree=(agree, n), hnsw_recall=recalls)
+    env.results.update(
+        hnsw_orm=r_orm, hnsw_core=r_core, hnsw_agree=(agree, n), hnsw_recall=recalls, hnsw_qps=qps, hnsw_build=build
+    )
     print(
         f"\n2. HNSW search, PostgreSQL: {cfg.rows:,} rows, m=16, ef_construction=64 "
         f"(built once in {build:.1f} s with maintenance_work_mem=1GB), k={K}, ef_search=100"
@@ -674,6 +688,9 @@ def bench_hnsw(env: Env, data: Dataset) -> None:
         f"Core {recalls['core']:.4f}, raw {recalls['raw']:.4f}; identical id lists on all 5 paths {agree}/{n}",
         digits=1,
     )
+
+    if not cfg.curve:
+        return
 
     # Recall / QPS curve over ef_search (plugin, ORM).
     def at_ef(ef: int) -> Callable[[], list[Any]]:
@@ -793,7 +810,13 @@ def bench_exact(env: Env, data: Dataset) -> None:
     )
     checks = {k: check_exact(result_ids(v), data) for k, v in first.items()}
     ratio = stats["vk"].median / stats["raw"].median
-    env.results.update(exact_pg=ratio, exact_pg_ok=checks["vk"].ok and checks["raw"].ok)
+    env.results.update(
+        exact_pg=ratio,
+        exact_pg_ok=checks["vk"].ok and checks["raw"].ok,
+        exact_pg_stats=stats,
+        exact_pg_checks=checks,
+        exact_pg_same=result_ids(first["vk"]) == result_ids(first["raw"]),
+    )
     latency_table(
         f"3a. Exact k={K} search, PostgreSQL, {cfg.rows:,} rows, no vector index, {n} queries per round",
         [
@@ -871,7 +894,13 @@ def bench_exact(env: Env, data: Dataset) -> None:
     )
     checks_l = {k: check_exact(result_ids(v), data) for k, v in first_l.items()}
     ratio_l = stats_l["vk"].median / stats_l["vec0"].median
-    env.results.update(exact_lite=ratio_l, exact_lite_ok=checks_l["vk"].ok and checks_l["vec0"].ok)
+    env.results.update(
+        exact_lite=ratio_l,
+        exact_lite_ok=checks_l["vk"].ok and checks_l["vec0"].ok,
+        exact_lite_stats=stats_l,
+        exact_lite_checks=checks_l,
+        exact_lite_same=result_ids(first_l["vk"]) == result_ids(first_l["vec0"]),
+    )
     latency_table(
         f"3b. Exact k={K} search, SQLite + sqlite-vec, {cfg.rows:,} rows, {n} queries per round",
         [
@@ -989,6 +1018,7 @@ def bench_binary(env: Env, data: Dataset) -> None:
         digits=3,
     )
     env.results["bq"] = table
+    env.results["bq_ms"] = ms
     if cfg.profile:
         profile_run(f"vk ORM, {n} binary-quantized queries (default candidates)", at(None), lines=12)
 

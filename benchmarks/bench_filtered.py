@@ -1,0 +1,165 @@
+"""Filtered vector search: recall and latency at 1 % and 10 % selectivity against unfiltered search.
+
+Run through the suite (``benchmarks/run.py --only filtered``): it needs the tables the HNSW and
+exact sections build.
+
+* PostgreSQL: the HNSW table of the ``hnsw`` section (D2, m=16, ef_construction=64) gets an
+  integer ``bucket`` column, ``(id * 7919) % 100`` (a deterministic spread, independent of the
+  clusters). ``vk.nearest(..., where=bucket < 1)`` (1 %) and ``bucket < 10`` (10 %), which the
+  plugin runs with ``hnsw.iterative_scan = relaxed_order``, against the same ``vk.nearest``
+  without a filter.
+* SQLite: a vec0 ``VectorIndex`` with ``bucket`` as a sqlite-vec metadata column (the filter runs
+  inside the KNN scan) over D1, filtered against unfiltered.
+
+Recall@10 is measured against numpy brute force over the rows that pass the filter. Target:
+filtered recall >= 0.90 at <= 3x the unfiltered latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from _common import Result, SectionResult, scale_stat
+from bench_search import DIM, K, Path, make_truth, result_ids, run_rounds
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+import sqlalchemy_vectorknobs as vk
+
+SELECTIVITY = {"1%": 1, "10%": 10}  # bucket < value
+TARGET_RECALL = 0.90
+TARGET_LATENCY = 3.0
+
+
+def bucket_of(ids: np.ndarray) -> np.ndarray:
+    return (ids * 7919) % 100
+
+
+def filtered_truth(vectors: np.ndarray, queries: np.ndarray, below: int) -> np.ndarray:
+    """Ids (1-based) of the exact k nearest among rows with bucket < ``below``, nearest first."""
+    ids = np.arange(1, vectors.shape[0] + 1)
+    keep = bucket_of(ids) < below
+    sub, sub_ids = vectors[keep].astype(np.float64), ids[keep]
+    sims = queries.astype(np.float64) @ sub.T
+    top = np.argsort(-sims, axis=1)[:, :K]
+    return np.asarray(sub_ids[top])
+
+
+def recall(found: Sequence[Sequence[int]], truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t.tolist())) / K for f, t in zip(found, truth)]))
+
+
+def pg_table(name: str, index_name: str) -> sa.Table:
+    """The HNSW table of the hnsw section, with the bucket column (a second Table object)."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("embedding", vk.Vector(DIM)),
+        sa.Column("bucket", sa.Integer),
+        vk.VectorIndex(index_name, "embedding", distance="cosine", m=16, ef_construction=64),
+    )
+
+
+def lite_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("embedding", vk.Vector(DIM)),
+        sa.Column("bucket", sa.Integer, nullable=False),
+        vk.VectorIndex(f"{name}_vec", "embedding", distance="cosine", metadata_columns=["bucket"]),
+    )
+
+
+def measure(
+    engine: Engine,
+    table: sa.Table,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    repeats: int,
+    dialect: str,
+) -> tuple[list[Result], dict[str, bool], dict[str, Any]]:
+    """Time unfiltered and filtered ``vk.nearest`` (Core, one connection per round)."""
+    n = len(queries)
+    qs = list(queries)
+
+    def path(where: Any) -> Callable[[], list[Any]]:
+        def run() -> list[Any]:
+            with engine.connect() as conn:
+                return [conn.execute(vk.nearest(table.c.embedding, q, k=K, where=where)).all() for q in qs]
+
+        return run
+
+    paths = [Path("unfiltered", path(None))] + [
+        Path(label, path(table.c.bucket < below)) for label, below in SELECTIVITY.items()
+    ]
+    stats, first = run_rounds(paths, repeats)
+    ms = {k: scale_stat(s, 1e3 / n) for k, s in stats.items()}
+
+    extra: dict[str, Any] = {"queries": n, "rows": int(vectors.shape[0])}
+    checks: dict[str, bool] = {}
+    extra["recall_unfiltered"] = recall(result_ids(first["unfiltered"]), make_truth(vectors, queries))
+    results = []
+    for label, below in SELECTIVITY.items():
+        ids = result_ids(first[label])
+        rec = recall(ids, filtered_truth(vectors, queries, below))
+        extra[f"recall_{label}"] = rec
+        checks[f"{dialect} {label}: every result passes the filter and k rows come back"] = all(
+            len(row) == K and all(bucket_of(np.asarray(row)) < below) for row in ids
+        )
+        results.append(
+            Result(
+                section="filtered",
+                name=f"{dialect}: filtered k={K} at {label} selectivity vs unfiltered (recall@{K} {rec:.3f})",
+                plugin=f"vk.nearest(..., where=bucket < {below})",
+                baseline="vk.nearest(...) without a filter",
+                unit="ms/query",
+                plugin_stat=ms[label],
+                baseline_stat=ms["unfiltered"],
+                target=f"<= {TARGET_LATENCY}",
+                condition=rec >= TARGET_RECALL,
+                note=f"recall@{K} {rec:.3f} (needs >= {TARGET_RECALL})",
+            )
+        )
+    return results, checks, extra
+
+
+def run_pg(engine: Engine, table_name: str, index_name: str, vectors: np.ndarray, queries: np.ndarray, repeats: int) -> SectionResult:
+    table = pg_table(table_name, index_name)
+    t0 = time.perf_counter()
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {table_name} ADD COLUMN IF NOT EXISTS bucket integer")
+        conn.exec_driver_sql(f"UPDATE {table_name} SET bucket = mod(id::bigint * 7919, 100)")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"VACUUM ANALYZE {table_name}")
+    with Session(engine) as session:
+        explained = vk.explain(session, vk.nearest(table.c.embedding, queries[0], k=K, where=table.c.bucket < 10))
+    results, checks, extra = measure(engine, table, vectors, queries, repeats, "PostgreSQL HNSW")
+    checks["PostgreSQL filtered search uses the HNSW index"] = explained.uses_vector_index
+    extra["setup_s"] = time.perf_counter() - t0
+    return SectionResult(results, checks, {"postgresql": extra})
+
+
+def run_sqlite(engine: Engine, vectors: np.ndarray, queries: np.ndarray, repeats: int) -> SectionResult:
+    table = lite_table("vkbf_filt")
+    ids = np.arange(1, vectors.shape[0] + 1)
+    with engine.begin() as conn:
+        table.drop(conn, checkfirst=True)
+        conn.execute(sa.schema.CreateTable(table))
+        vk.bulk_load(conn, table, list(zip(ids.tolist(), vectors, bucket_of(ids).tolist())), columns=["id", "embedding", "bucket"])
+        for index in table.indexes:
+            index.create(conn)
+    try:
+        results, checks, extra = measure(engine, table, vectors, queries, repeats, "SQLite vec0")
+        with Session(engine) as session:
+            explained = vk.explain(session, vk.nearest(table.c.embedding, queries[0], k=K, where=table.c.bucket < 10))
+        checks["SQLite filtered search uses the vec0 index"] = explained.uses_vector_index
+    finally:
+        with engine.begin() as conn:
+            table.drop(conn, checkfirst=True)
+    return SectionResult(results, checks, {"sqlite": extra})
