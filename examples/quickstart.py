@@ -1,6 +1,6 @@
 """Quickstart: store a few hundred vectors in SQLite + sqlite-vec and query nearest by each metric.
 
-Run with ``make demo`` (or ``python examples/quickstart.py [database-url]``). No server needed: the
+Run with ``python examples/quickstart.py [database-url]`` (``make demo`` runs ``vectorknobs demo``). No server needed: the
 default database is a SQLite file in a temporary directory. Each metric's top 5 is checked against
 a numpy brute-force search, and the table shows which category the neighbours come from.
 """
