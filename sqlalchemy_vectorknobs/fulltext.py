@@ -28,7 +28,7 @@ from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import dialects
-from . import index as _index  # noqa: F401  (its CreateIndex / DropIndex hooks render FullTextIndex too)
+from . import index as _index  # its CreateIndex / DropIndex hooks render FullTextIndex too
 from .exc import InvalidIndexError, InvalidSearchSettingError
 
 __all__ = ["MATCH_MODES", "FullTextIndex", "FullTextOptions", "TextSearch", "find_fulltext_index"]
@@ -59,7 +59,7 @@ class FullTextOptions:
 
 def check_config(config: Any, where: str) -> str:
     """``config`` if it is a plain text search configuration name (it is written into SQL)."""
-    if not isinstance(config, str) or not _CONFIG.match(config):
+    if not isinstance(config, str) or not _CONFIG.fullmatch(config):
         raise InvalidIndexError(
             f"{where} config={config!r} is not a text search configuration name; use a plain name such as 'english' or 'simple'."
         )
@@ -76,6 +76,7 @@ class FullTextIndex(Index):
     """
 
     def __init__(self, name: str, *columns: Any, config: str = "english", tokenize: str | None = None, **kw: Any) -> None:
+        _index.check_index_name(name, "FullTextIndex")
         if not columns:
             raise InvalidIndexError(f"FullTextIndex '{name}' needs at least one text column.")
         self.fulltext_options = FullTextOptions(config, tokenize)

@@ -35,7 +35,7 @@ from .codec import Kind
 from .distance import Distance
 from .exc import InvalidIndexError
 
-__all__ = ["METHODS", "PRECISIONS", "VectorIndex", "VectorIndexOptions"]
+__all__ = ["METHODS", "PRECISIONS", "VectorIndex", "VectorIndexOptions", "check_index_name"]
 
 METHODS = ("hnsw", "ivfflat", "auto")
 #: HNSW ef_construction when none is declared (pgvector's is 64). On 100k x 384 clustered vectors
@@ -43,6 +43,17 @@ METHODS = ("hnsw", "ivfflat", "auto")
 #: and 0.91 at 64, for a 1.5x longer build (docs/guide.md, "Vector indexes").
 DEFAULT_EF_CONSTRUCTION = 128
 PRECISIONS = (None, "halfvec", "binary")
+
+
+def check_index_name(name: Any, what: str) -> None:
+    """Refuse index names no database can store (a NUL byte, empty) before any DDL runs.
+
+    Every other character is quoted when the name is written into SQL.
+    """
+    if name is None:
+        return  # a naming convention names it
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise InvalidIndexError(f"{what} name {name!r} is not valid; give a non-empty string without NUL characters.")
 
 
 def _check_range(name: str, value: int | None, low: int, high: int) -> None:
@@ -129,6 +140,7 @@ class VectorIndex(Index):
         metadata_columns: tuple[str, ...] | list[str] = (),
         **kw: Any,
     ) -> None:
+        check_index_name(name, "VectorIndex")
         where_clause = text(where) if isinstance(where, str) else where
         self.vector_options = VectorIndexOptions(
             Distance.parse(distance),

@@ -84,7 +84,7 @@ _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 def _vec0_name(index: Any, name: str) -> str:
     """vec0 parses its own column list and takes no quoted names: only plain identifiers."""
-    if not _PLAIN_NAME.match(name):
+    if not _PLAIN_NAME.fullmatch(name):
         raise UnsupportedDialectError(
             f"VectorIndex '{index.name}' on SQLite cannot use column name {name!r}; sqlite-vec's vec0 accepts "
             "only letters, digits and underscores in its column names."

@@ -107,7 +107,7 @@ class SQLiteText:
             )
         names = [c.name for c in index.text_columns]
         for name in [pks[0].name, *names, str(index.name), table.name]:
-            if not _PLAIN.match(name):
+            if not _PLAIN.fullmatch(name):
                 raise UnsupportedDialectError(
                     f"{where} cannot use the name {name!r}; FTS5 takes only letters, digits and underscores in its names."
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import sqlalchemy as sa
 
 import sqlalchemy_vectorknobs as vk
@@ -26,3 +27,33 @@ def test_distance_alone_in_select_has_its_table_in_from(backend: Backend) -> Non
         assert pair == 5.0
     finally:
         backend.drop(md)
+
+
+def test_index_names_with_nul_are_refused_when_declared(sqlite_backend: Backend) -> None:
+    """A NUL in a VectorIndex name passed declaration; on SQLite create_all then created the table and
+    failed on the vec0 DDL, leaving the table behind."""
+    md = sa.MetaData()
+    t = sa.Table(unique("nul"), md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("v", vk.Vector(3)))
+    with pytest.raises(vk.InvalidIndexError, match="NUL"):
+        vk.VectorIndex("ix\x00evil", t.c.v)
+    with pytest.raises(vk.InvalidIndexError, match="NUL"):
+        vk.FullTextIndex("fts\x00evil", sa.Column("title", sa.Text))
+    assert not sqlite_backend.run(lambda c: sa.inspect(c).has_table(t.name))
+
+
+@pytest.mark.parametrize("config", ["english\n", "simple\n"])
+def test_fulltext_config_with_trailing_newline_is_refused(config: str) -> None:
+    """``re.match(r"...$")`` let a trailing newline through the plain-name checks."""
+    with pytest.raises(vk.InvalidIndexError):
+        vk.FullTextIndex("fts_ok", sa.Column("title", sa.Text), config=config)
+
+
+def test_sqlite_fulltext_name_with_trailing_newline_creates_nothing(sqlite_backend: Backend) -> None:
+    md = sa.MetaData()
+    t = sa.Table(unique("ftsnl"), md, sa.Column("id", sa.Integer, primary_key=True), sa.Column("title", sa.Text))
+    vk.FullTextIndex(t.name + "_fts\n", t.c.title)
+    with pytest.raises(vk.UnsupportedDialectError):
+        sqlite_backend.create(md)
+    names = sqlite_backend.run(lambda c: c.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all())
+    assert not [n for n in names if n.startswith(t.name + "_fts")]
+    sqlite_backend.drop(md)
