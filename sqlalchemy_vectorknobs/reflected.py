@@ -52,7 +52,12 @@ def embedder_from_spec(spec: str, *, dim: int | None = None) -> Any:
             )
         return HashingEmbedder(int(size))
     if not arg:
-        return resolve_embedder(text)
+        try:
+            return resolve_embedder(text)
+        except ValueError:
+            raise EmbeddingConfigError(
+                f"Embedder {spec!r} is not known; use minilm, hashing[:dim] or module:attr (an Embedder, or a class making one)."
+            ) from None
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
