@@ -150,6 +150,7 @@ class Result:
     ratio_override: float | None = None  # when the ratio is not plugin/baseline of the medians
     condition: bool | None = None  # a second requirement of the target (e.g. recall >= 0.95), in ``note``
     target_on: str = "ratio"  # or "plugin": the target bounds the plugin's own median (e.g. <= 5 µs)
+    difference: bool = False  # the plugin figure is a difference of two timings (may be <= 0 in noise)
     note: str = ""
 
     @property
@@ -188,6 +189,7 @@ class Result:
             "ratio": self.ratio,
             "target": self.target,
             "target_on": self.target_on,
+            "difference": self.difference,
             "met": self.met,
             "note": self.note,
         }
