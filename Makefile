@@ -39,12 +39,11 @@ typecheck: $(VENV)/.stamp-test
 	$(BIN)/python -m mypy
 	$(BIN)/python -m ruff check .
 
+# The full benchmark suite (about 30-45 min on 2 cores): regenerates docs/benchmarks.md,
+# docs/img/recall_qps.png and benchmarks/results/latest.json. `vectorknobs bench --quick` is the smoke run.
 bench: $(VENV)/.stamp-test
-	$(BIN)/python -m pip install -q faiss-cpu
-	$(BIN)/python benchmarks/bench_transport.py
-	$(BIN)/python benchmarks/bench_search.py
-	$(BIN)/python benchmarks/bench_embedding.py
-	$(BIN)/python benchmarks/bench_hybrid.py
+	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/run.py --json benchmarks/results/latest.json --report docs/benchmarks.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache *.egg-info

@@ -130,3 +130,15 @@ def test_bench_quick_runs_every_section(bench_db: str, tmp_path: Path) -> None:
         assert f"### {section['title']}" in text
     if importlib.util.find_spec("matplotlib") is not None:
         assert (report.parent / "img" / "recall_qps.png").stat().st_size > 1000
+
+
+def test_bench_without_a_checkout_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Installed from a wheel there is no benchmarks/run.py: exit 1 with one line, nothing run."""
+    from sqlalchemy_vectorknobs import cli
+    from sqlalchemy_vectorknobs.cli import bench
+
+    assert bench.find_suite() == Path(__file__).resolve().parents[2] / "benchmarks" / "run.py"
+    monkeypatch.setattr(bench, "find_suite", lambda: None)
+    assert cli.main(["bench", "--quick"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "benchmarks/run.py was not found" in err[0], err
