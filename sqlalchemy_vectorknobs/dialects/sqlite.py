@@ -137,8 +137,11 @@ def _sqlite_column(type_: Any, values: Any) -> Any:
     kind = getattr(type_, "kind", None)
     if kind is None:
         return values
-    if isinstance(values, np.ndarray):  # a checked float32 matrix: one conversion, then row bytes
-        return [row.tobytes() for row in values.astype("<f4", copy=False)]
+    if isinstance(values, np.ndarray):  # a checked float32 matrix: rows as memoryview slices of it
+        matrix = np.ascontiguousarray(values.astype("<f4", copy=False))
+        width = matrix.shape[1] * 4
+        flat = memoryview(matrix.reshape(-1).view(np.uint8))  # SQLite binds a buffer as a BLOB
+        return [flat[start : start + width] for start in range(0, len(flat), width)] if width else [b""] * len(matrix)
     return [None if v is None else codec.encode_sqlite(kind, v) for v in values]
 
 
