@@ -19,11 +19,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from .._blocking import run_blocking
-from ..exc import InvalidMirrorError
+from ..exc import InvalidMirrorError, MirrorError
 
 __all__ = [
     "CHUNK",
+    "DEFAULT_TIMEOUT",
     "Planned",
+    "check_timeout",
     "check_mirrors",
     "decode_pk",
     "encode_pk",
@@ -36,6 +38,9 @@ __all__ = [
 
 #: Primary keys per ``IN (...)`` list (well under SQLite's and PostgreSQL's parameter limits).
 CHUNK = 500
+
+#: Seconds one mirror write (an ``upsert`` or ``delete`` call) may take before it counts as failed.
+DEFAULT_TIMEOUT = 60.0
 
 _version_lock = threading.Lock()
 _last_version = 0
@@ -181,12 +186,52 @@ def plan_changes(
     return plan
 
 
-def write(mirror: Any, plan: Planned) -> None:
-    """Send a plan to its mirror; under an ``AsyncSession`` the calls run off the event loop."""
+def check_timeout(owner: str, timeout: Any) -> float | None:
+    """``timeout`` if it is None or a positive number of seconds, else :class:`InvalidMirrorError`."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0 or timeout == float("inf"):
+        raise InvalidMirrorError(f"{owner} timeout={timeout!r} is not valid; pass a positive number of seconds or None.")
+    return float(timeout)
+
+
+def write(mirror: Any, plan: Planned, timeout: float | None = None) -> None:
+    """Send a plan to its mirror; under an ``AsyncSession`` the calls run off the event loop.
+
+    With ``timeout`` each call runs in a worker thread and a call still running after ``timeout``
+    seconds raises :class:`MirrorError` (the write counts as failed: the outbox keeps its rows).
+    The thread cannot be stopped; if the call finishes later, the versions it carries keep it
+    from overwriting anything newer.
+    """
     if plan.upsert_ids:
-        run_blocking(_upsert, mirror, plan)
+        run_blocking(_timed, _upsert, mirror, plan, timeout)
     if plan.delete_ids:
-        run_blocking(_delete, mirror, plan)
+        run_blocking(_timed, _delete, mirror, plan, timeout)
+
+
+def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None) -> None:
+    if timeout is None:
+        fn(mirror, plan)
+        return
+    outcome: list[BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn(mirror, plan)
+        except BaseException as err:  # handed to the caller below
+            outcome.append(err)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"vectorknobs-mirror-write-{mirror.name}", daemon=True).start()
+    if not done.wait(timeout):
+        raise MirrorError(
+            f"Mirror '{mirror.name}' did not finish a write of {len(plan.upsert_ids) + len(plan.delete_ids)} row(s) "
+            f"within {timeout:g} s; it counts as failed and is retried later."
+        )
+    if outcome:
+        raise outcome[0]
 
 
 def _upsert(mirror: Any, plan: Planned) -> None:

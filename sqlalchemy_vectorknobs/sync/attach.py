@@ -64,7 +64,17 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, scoped_
 
 from ..exc import InvalidMirrorError, MirrorSyncError
 from . import outbox as _outbox
-from ._apply import check_mirrors, encode_pk, next_version, pk_kind, plan_changes, read_rows, write
+from ._apply import (
+    DEFAULT_TIMEOUT,
+    check_mirrors,
+    check_timeout,
+    encode_pk,
+    next_version,
+    pk_kind,
+    plan_changes,
+    read_rows,
+    write,
+)
 from .collect import Changes, Collector, Known
 
 __all__ = ["ON_ERROR", "Attachment", "MirrorSyncError", "attach"]
@@ -150,6 +160,7 @@ class Attachment:
         on_error: str,
         drain_after_commit: bool,
         restore: Callable[[], None] | None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self._target = target
         self._restore = restore
@@ -157,6 +168,7 @@ class Attachment:
         self.outbox = outbox
         self.on_error = on_error
         self.drain_after_commit = drain_after_commit
+        self.timeout = timeout
         self._collector = Collector(self.mirrors)
         self._lock = threading.Lock()
         self._buffers: weakref.WeakKeyDictionary[SessionTransaction, _Buffer] = weakref.WeakKeyDictionary()
@@ -332,7 +344,7 @@ class Attachment:
                 return
         for index, mirror in zip(indexes, mirrors):
             try:
-                write(mirror, plan_changes(mirror, buf.versions[index], buf.known.get(index, {}), rows))
+                write(mirror, plan_changes(mirror, buf.versions[index], buf.known.get(index, {}), rows), self.timeout)
             except Exception as err:
                 failures[mirror.name] = err
 
@@ -350,7 +362,7 @@ class Attachment:
                 known[mirror.name] = {pk: (ids[pk], vector, metadata) for pk, (vector, metadata) in values.items()}
         for engine, group in by_engine.items():
             try:
-                report = drain_written(engine, group, buf.outbox_ids, known)
+                report = drain_written(engine, group, buf.outbox_ids, known, timeout=self.timeout)
             except Exception as err:
                 failures.update({m.name: err for m in group})
             else:
@@ -377,12 +389,14 @@ def drain_written(
     mirrors: list[Any],
     ids: Sequence[int],
     known: dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]] | None = None,
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> _outbox.DrainReport:
     """The after-commit drain of the outbox rows one transaction wrote (a seam for tests).
 
     One claiming transaction for up to 5,000 rows: each batch is a commit (an fsync on SQLite).
     """
-    return _outbox.drain(engine, mirrors, ids=ids, known=known, batch_size=min(max(len(ids), 500), 5000))
+    return _outbox.drain(engine, mirrors, ids=ids, known=known, batch_size=min(max(len(ids), 500), 5000), timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ attach
@@ -438,6 +452,7 @@ def attach(
     on_error: str = "raise",
     *,
     drain_after_commit: bool = True,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> Attachment:
     """Keep ``mirrors`` in step with what sessions from ``session_factory`` commit.
 
@@ -447,7 +462,9 @@ def attach(
     synchronous bind; otherwise create it with :func:`create_outbox`) and applies it after commit
     through :func:`drain`; ``drain_after_commit=False`` leaves all applying to a worker that calls
     ``drain``. ``on_error`` is ``"raise"`` (:class:`MirrorSyncError` from ``commit()``) or
-    ``"log"``::
+    ``"log"``. ``timeout`` (seconds, default 60; None waits forever) bounds each mirror write
+    after a commit: a mirror that hangs counts as failed (with the outbox its rows stay queued for
+    :func:`drain`), so a commit never waits on it for longer::
 
         mirror = vk.MemoryMirror(Doc.embedding, metadata_columns=["category"])
         attachment = vk.attach(sessionmaker(engine), mirrors=[mirror], outbox=True)
@@ -459,6 +476,7 @@ def attach(
         raise InvalidMirrorError(f"vk.attach on_error={on_error!r} is not valid; use 'raise' or 'log'.")
     if not isinstance(outbox, bool):
         raise InvalidMirrorError(f"vk.attach outbox={outbox!r} is not valid; pass True or False.")
+    timeout = check_timeout("vk.attach", timeout)
     if not drain_after_commit and not outbox:
         raise InvalidMirrorError("vk.attach drain_after_commit=False needs outbox=True (without it nothing would apply the changes).")
     if outbox:
@@ -468,5 +486,11 @@ def attach(
     if outbox and isinstance(bind, sa.Engine) and not bind.dialect.is_async:
         _outbox.create_outbox(bind)
     return Attachment(
-        target, checked, outbox=outbox, on_error=on_error, drain_after_commit=drain_after_commit, restore=restore
+        target,
+        checked,
+        outbox=outbox,
+        on_error=on_error,
+        drain_after_commit=drain_after_commit,
+        restore=restore,
+        timeout=timeout,
     )

@@ -42,7 +42,17 @@ import sqlalchemy as sa
 
 from .._blocking import in_greenlet
 from ..exc import InvalidMirrorError
-from ._apply import CHUNK, check_mirrors, decode_pk, pk_kind, plan_changes, read_rows, write
+from ._apply import (
+    CHUNK,
+    DEFAULT_TIMEOUT,
+    check_mirrors,
+    check_timeout,
+    decode_pk,
+    pk_kind,
+    plan_changes,
+    read_rows,
+    write,
+)
 
 __all__ = [
     "OUTBOX_TABLE",
@@ -213,6 +223,7 @@ def drain(
     ids: Iterable[int] | None = None,
     now: float | None = None,
     known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
 ) -> DrainReport:
     """Apply the pending outbox rows of ``mirrors``; see the module docstring for the steps.
 
@@ -222,7 +233,9 @@ def drain(
     since the epoch, that decides which delayed retries are due (default: the clock).
     ``known`` maps a mirror name to ``{pk: (outbox id, vector, metadata)}``: the values the row had
     right after that outbox row's change (what a session flushed); a key whose newest claimed row
-    is that one is applied from them instead of being read again (``attach`` passes them)::
+    is that one is applied from them instead of being read again (``attach`` passes them).
+    ``timeout`` (seconds, default 60; None waits forever) bounds each mirror write: a mirror that
+    hangs counts as failed, so its rows are retried later and the claim on them is released::
 
         report = vk.drain(engine, [faiss_mirror], batch_size=1000)
         if report.dead:
@@ -232,6 +245,7 @@ def drain(
     _check_positive("vk.drain", "batch_size", batch_size)
     _check_positive("vk.drain", "max_attempts", max_attempts)
     _check_positive("vk.drain", "backoff", backoff, low=0, integer=False)
+    timeout = check_timeout("vk.drain", timeout)
     report = DrainReport()
     if not checked:
         return report
@@ -250,7 +264,7 @@ def drain(
                 clock = time.time() if now is None else now
                 rows = conn.execute(q.where(t.c.available_at <= clock).order_by(t.c.id).with_for_update(skip_locked=True)).all()
                 if rows:
-                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, known)
+                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, known, timeout)
         return report
     cursor = 0
     while True:
@@ -259,7 +273,7 @@ def drain(
             q = base.where(t.c.available_at <= clock, t.c.id > cursor).order_by(t.c.id).limit(batch_size)
             rows = conn.execute(q.with_for_update(skip_locked=True)).all()
             if rows:
-                _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report)
+                _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, timeout=timeout)
         if len(rows) < batch_size:
             break
         cursor = rows[-1].id  # each row is looked at once per call, even a retry that became due
@@ -297,6 +311,7 @@ def _process(
     backoff: float,
     report: DrainReport,
     known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
+    timeout: float | None = None,
 ) -> None:
     """Apply one claimed batch and record the outcome of every row (in the claiming transaction).
 
@@ -341,7 +356,7 @@ def _process(
     for name, per_pk in versions.items():
         mirror = by_name[name]
         try:
-            write(mirror, plan_changes(mirror, per_pk, given[name], current[mirror.table]))
+            write(mirror, plan_changes(mirror, per_pk, given[name], current[mirror.table]), timeout)
         except Exception as err:
             report.errors[name] = err
             failed.extend((row, f"{type(err).__name__}: {err}") for row in members[name])
