@@ -779,7 +779,10 @@ def bench_exact(env: Env, data: Dataset) -> None:
     flat = faiss_flat(data)
     env.results["faiss_index"] = flat
 
-    # --- PostgreSQL: no vector index on Plain (the bulk-load table), same table both ways.
+    # --- PostgreSQL: no vector index on Plain (the bulk-load table), same table both ways. The
+    # baseline runs the plugin's own compiled SQL text (entities: id, vector_send(embedding),
+    # distance) through raw psycopg; the minimal id + distance query is shown for information.
+    same_sql, same_params = compiled_for_raw(env.pg, vk.nearest(Plain.embedding, queries[0], k=K), queries[0])
     raw_sql = f"SELECT id, embedding <=> %s AS d FROM {Plain.__tablename__} ORDER BY d LIMIT {K}"
 
     def pg_vk() -> list[Any]:
@@ -790,6 +793,15 @@ def bench_exact(env: Env, data: Dataset) -> None:
         out = []
         with env.raw_pg.cursor() as cur:
             for q in queries:
+                cur.execute(same_sql, same_params(q))
+                out.append(cur.fetchall())
+        env.raw_pg.rollback()
+        return out
+
+    def pg_raw_min() -> list[Any]:
+        out = []
+        with env.raw_pg.cursor() as cur:
+            for q in queries:
                 cur.execute(raw_sql, (q,))
                 out.append(cur.fetchall())
         env.raw_pg.rollback()
@@ -797,12 +809,13 @@ def bench_exact(env: Env, data: Dataset) -> None:
 
     with Session(env.pg) as session:
         vk_plan = vk.explain(session, vk.nearest(Plain.embedding, queries[0], k=K)).plan
-    raw_plan = "\n".join(r[0] for r in env.raw_pg.execute("EXPLAIN " + raw_sql, (queries[0],)).fetchall())
+    raw_plan = "\n".join(r[0] for r in env.raw_pg.execute("EXPLAIN " + same_sql, same_params(queries[0])).fetchall())
     env.raw_pg.rollback()
     stats, first = run_rounds(
         [
             Path("vk", pg_vk),
             Path("raw", pg_raw),
+            Path("raw_min", pg_raw_min),
             Path("faiss", faiss_path(flat, queries)),
             Path("numpy", numpy_path(data.vectors, queries)),
         ],
@@ -825,7 +838,12 @@ def bench_exact(env: Env, data: Dataset) -> None:
                 "vk",
                 ratio_note(ratio, f"<= {TARGET_EXACT}x") + " latency vs raw",
             ),
-            Row("raw psycopg  SELECT id, embedding <=> %s AS d ... ORDER BY d LIMIT 10", "raw", "baseline"),
+            Row("raw psycopg, the plugin's compiled SQL text, numpy param", "raw", "baseline"),
+            Row(
+                "raw psycopg  SELECT id, embedding <=> %s AS d ... ORDER BY d LIMIT 10 (ids only)",
+                "raw_min",
+                f"{stats['raw_min'].median / stats['raw'].median:.3f}x of raw",
+            ),
             Row(
                 "faiss IndexFlatIP, 1 thread (reference)",
                 "faiss",
@@ -867,6 +885,13 @@ def bench_exact(env: Env, data: Dataset) -> None:
         raise RuntimeError(f"vk.nearest does not use the vec0 index on SQLite:\n{explained.plan}")
 
     knn_sql = f"SELECT id, distance FROM {RAW_VEC0} WHERE embedding MATCH ? AND k = {K}"
+    # The baseline: the plugin's own compiled SQL (vec0 KNN joined back to the rows), on the raw
+    # connection's identical tables; the bare vec0 KNN (ids and distances only) is information.
+    same_sql = str(vk.nearest(Doc.embedding, queries[0], k=K).compile(env.lite))
+    same_sql = re.sub(rf"\b{index.name}\b", RAW_VEC0, same_sql)
+    same_sql = re.sub(rf"\b{Doc.__tablename__}\b", RAW_PLAIN, same_sql)
+    if same_sql.count("?") != 1:
+        raise RuntimeError(f"expected one query-vector parameter in the plugin's SQLite SQL:\n{same_sql}")
     scan_sql = f"SELECT id, vec_distance_cosine(embedding, ?) AS d FROM {RAW_PLAIN} ORDER BY d LIMIT {K}"
 
     def lite_vk() -> list[Any]:
@@ -886,6 +911,7 @@ def bench_exact(env: Env, data: Dataset) -> None:
     stats_l, first_l = run_rounds(
         [
             Path("vk", lite_vk),
+            Path("raw", lite_raw(same_sql)),
             Path("vec0", lite_raw(knn_sql)),
             Path("scan", lite_raw(scan_sql)),
             Path("faiss", faiss_path(flat, queries)),
@@ -893,13 +919,13 @@ def bench_exact(env: Env, data: Dataset) -> None:
         cfg.repeats,
     )
     checks_l = {k: check_exact(result_ids(v), data) for k, v in first_l.items()}
-    ratio_l = stats_l["vk"].median / stats_l["vec0"].median
+    ratio_l = stats_l["vk"].median / stats_l["raw"].median
     env.results.update(
         exact_lite=ratio_l,
-        exact_lite_ok=checks_l["vk"].ok and checks_l["vec0"].ok,
+        exact_lite_ok=checks_l["vk"].ok and checks_l["raw"].ok,
         exact_lite_stats=stats_l,
         exact_lite_checks=checks_l,
-        exact_lite_same=result_ids(first_l["vk"]) == result_ids(first_l["vec0"]),
+        exact_lite_same=result_ids(first_l["vk"]) == result_ids(first_l["raw"]),
     )
     latency_table(
         f"3b. Exact k={K} search, SQLite + sqlite-vec, {cfg.rows:,} rows, {n} queries per round",
@@ -907,18 +933,23 @@ def bench_exact(env: Env, data: Dataset) -> None:
             Row(
                 "vk ORM  session.execute(vk.nearest(Doc.embedding, q)).all()  [vec0 index]",
                 "vk",
-                ratio_note(ratio_l, f"<= {TARGET_EXACT}x") + " latency vs raw vec0",
+                ratio_note(ratio_l, f"<= {TARGET_EXACT}x") + " latency vs raw, same SQL",
             ),
-            Row("raw vec0  SELECT id, distance ... WHERE embedding MATCH ? AND k = 10", "vec0", "baseline"),
+            Row("raw pysqlite3, the plugin's compiled SQL on identical raw tables", "raw", "baseline"),
+            Row(
+                "raw vec0  SELECT id, distance ... WHERE embedding MATCH ? AND k = 10 (ids only)",
+                "vec0",
+                f"{stats_l['vec0'].median / stats_l['raw'].median:.2f}x of raw",
+            ),
             Row(
                 "raw full scan  vec_distance_cosine(embedding, ?) ORDER BY d LIMIT 10",
                 "scan",
-                f"{stats_l['scan'].median / stats_l['vec0'].median:.2f}x of raw vec0",
+                f"{stats_l['scan'].median / stats_l['raw'].median:.2f}x of raw",
             ),
             Row(
                 "faiss IndexFlatIP, 1 thread (reference)",
                 "faiss",
-                f"{stats_l['faiss'].median / stats_l['vec0'].median:.3f}x of raw vec0",
+                f"{stats_l['faiss'].median / stats_l['raw'].median:.3f}x of raw",
             ),
         ],
         stats_l,
