@@ -140,7 +140,7 @@ def _sqlite_column(type_: Any, values: Any) -> Any:
     if isinstance(values, np.ndarray):  # a checked float32 matrix: rows as memoryview slices of it
         matrix = np.ascontiguousarray(values.astype("<f4", copy=False))
         width = matrix.shape[1] * 4
-        flat = memoryview(matrix.reshape(-1).view(np.uint8))  # SQLite binds a buffer as a BLOB
+        flat = matrix.reshape(-1).view(np.uint8).data  # a memoryview; SQLite binds a buffer as a BLOB
         return [flat[start : start + width] for start in range(0, len(flat), width)] if width else [b""] * len(matrix)
     return [None if v is None else codec.encode_sqlite(kind, v) for v in values]
 
