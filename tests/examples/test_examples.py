@@ -88,3 +88,23 @@ def test_mirrors_example_on_postgresql(pg_database: str) -> None:
     out = run_example("mirrors.py", pg_database)
     assert "database: postgresql" in out
     _check_mirrors_example(out)
+
+
+def example_scripts() -> list[str]:
+    """Every runnable script under examples/: top-level ``*.py`` and each project's ``<dir>/run.py``."""
+    scripts = [p.name for p in EXAMPLES.glob("*.py") if not p.name.startswith("_")]
+    scripts += [f"{p.parent.name}/run.py" for p in EXAMPLES.glob("*/run.py")]
+    return sorted(scripts)
+
+
+def test_every_example_is_run_and_checked_by_a_test() -> None:
+    """A new example cannot be forgotten: some test in tests/examples runs it through run_example."""
+    import re
+
+    called = set()
+    for test_file in Path(__file__).parent.glob("test_*.py"):
+        called |= set(re.findall(r"run_example\(\s*\"([^\"]+)\"", test_file.read_text(encoding="utf-8")))
+    scripts = example_scripts()
+    assert len(scripts) >= 6, scripts
+    missing = sorted(set(scripts) - called)
+    assert not missing, f"examples without a test that runs them and checks their output: {missing}"
