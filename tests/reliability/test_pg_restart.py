@@ -252,7 +252,7 @@ def test_restart_during_bulk_load_writes_all_or_nothing(server: Server, figures:
     vectors = np.random.default_rng(3).standard_normal((n, DIM)).astype(np.float32)
     rows = [{"id": i, "v": vectors[i]} for i in range(n)]
     outcomes = []
-    for attempt in range(2 * SCALE):
+    for _attempt in range(2 * SCALE):
         with engine.begin() as conn:
             conn.execute(t.delete())
         server.restarts = 0
