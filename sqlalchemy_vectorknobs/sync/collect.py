@@ -30,6 +30,7 @@ from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
 from ..codec import Kind
+from ..embedding.column import INFO_KEY as EMBEDDED_INFO_KEY
 from ..types import VectorType
 
 __all__ = ["Changes", "Collector", "Known"]
@@ -228,6 +229,10 @@ class Collector:
         if names is None:
             mirror = self.mirrors[index]
             cols = [mirror.column, mirror.pk_column, *(mirror.table.c[n] for n in mirror.metadata_columns)]
+            # An embedded column's vector is rewritten (by a Core UPDATE of the embedding listener)
+            # when a statement sets one of its source columns: those count as setting the vector.
+            spec = mirror.column.info.get(EMBEDDED_INFO_KEY)
+            cols.extend(getattr(spec, "source_columns", None) or ())
             found = {n for col in cols for n in (col.key, col.name)}
             if mapper is not None:
                 found.update(mapper.get_property_by_column(col).key for col in cols)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 import sqlalchemy_vectorknobs as vk
+from sqlalchemy_vectorknobs import sync as vks
 
 from ..conftest import Backend, unique
 
@@ -57,3 +59,36 @@ def test_sqlite_fulltext_name_with_trailing_newline_creates_nothing(sqlite_backe
     names = sqlite_backend.run(lambda c: c.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all())
     assert not [n for n in names if n.startswith(t.name + "_fts")]
     sqlite_backend.drop(md)
+
+
+def test_bulk_update_of_a_source_column_reaches_the_mirror(backend: Backend) -> None:
+    """ORM ``update(Doc).values(title=...)`` re-embeds the rows (a Core UPDATE of the embedding
+    listener), but the mirror collector watched only the vector column, so mirrors kept the old vector."""
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = unique("bug_src")
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str] = mapped_column(sa.Text)
+        embedding = vk.embedded_column(vk.Vector(8), source="title", embedder=vk.HashingEmbedder(8))
+
+    if backend.is_async:
+        pytest.skip("the sync Session path is what this regression covers")
+    backend.create(Base.metadata)
+    mirror = vk.MemoryMirror(Doc.embedding)
+    maker = sessionmaker(backend.engine)
+    attachment = vks.attach(maker, [mirror])
+    try:
+        with maker() as s:
+            s.add(Doc(id=1, title="alpha"))
+            s.commit()
+        with maker() as s:
+            s.execute(sa.update(Doc).where(Doc.id == 1).values(title="beta gamma"))
+            s.commit()
+        np.testing.assert_array_equal(mirror.get([1])[1], vk.HashingEmbedder(8).embed(["beta gamma"])[0])
+        with Session(backend.engine) as s:
+            assert vk.verify(s, mirror).ok
+    finally:
+        attachment.detach()
+        backend.drop(Base.metadata)
