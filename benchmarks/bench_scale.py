@@ -102,6 +102,15 @@ def measure_point(engine: Engine, precision: str, vectors: np.ndarray, chunk: in
     return Point(precision, n, int(heap), int(index_bytes), int(pkey), build)
 
 
+def extend(data: np.ndarray, n: int, noise: float = 0.05) -> np.ndarray:
+    """``n`` unit vectors: ``data`` followed by noisy copies of its rows (same distribution, no duplicates)."""
+    rng = np.random.default_rng(1)
+    extra = data[rng.integers(0, data.shape[0], n - data.shape[0])]
+    extra = extra + rng.standard_normal(extra.shape, dtype=np.float32) * np.float32(noise)
+    extra /= np.linalg.norm(extra, axis=1, keepdims=True)
+    return np.concatenate([data, extra.astype(np.float32)])
+
+
 def fit(points: Sequence[Point], attr: str = "total") -> tuple[float, float]:
     """``(a, b)`` of ``bytes = a + b n`` through the two smallest points."""
     p1, p2 = sorted(points, key=lambda p: p.n)[:2]
@@ -121,8 +130,7 @@ def run(
     points: dict[str, list[Point]] = {}
     for precision, ns in sizes.items():
         for n in ns:
-            reps = -(-n // data.shape[0])
-            vectors = np.tile(data, (reps, 1))[:n] if reps > 1 else data[:n]
+            vectors = data[:n] if n <= data.shape[0] else extend(data, n)
             points.setdefault(precision, []).append(measure_point(engine, precision, vectors))
     for p in extra_points:
         points.setdefault(p.precision, []).append(p)

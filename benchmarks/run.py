@@ -111,7 +111,7 @@ FULL = Mode(
     orm_rows=10_000,
     hnsw_queries=200,
     exact_queries=20,
-    bq_queries=100,
+    bq_queries=40,
     filtered_queries=50,
     ef_curve=(10, 20, 40, 64, 100, 200, 400),
     hybrid_copies=10,
@@ -710,7 +710,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--report", type=Path, help="write the Markdown report here (e.g. docs/benchmarks.md), the plot to img/ beside it")
     parser.add_argument("--scale-1m", action="store_true", help="add the 1,000,000-row point to the scale section (slow)")
     parser.add_argument("--note", default="", help="a line about the machine for the report (e.g. 'shared with other jobs')")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        help="take the sections this run does not run from this earlier results file (the report says which)",
+    )
     return parser.parse_args(argv)
+
+
+def merge(out: dict[str, Any], earlier: dict[str, Any]) -> None:
+    """Fill the sections this run did not run from ``earlier`` (same mode), noting where each came from."""
+    if earlier.get("mode") != out["mode"]:
+        raise SystemExit(f"--merge: the earlier run is in {earlier.get('mode')} mode, this one in {out['mode']} mode.")
+    kept = [s for s in SECTIONS if s in earlier.get("sections", {}) and s not in out["sections"]]
+    for name in kept:
+        out["sections"][name] = earlier["sections"][name]
+    out["sections"] = {s: out["sections"][s] for s in SECTIONS if s in out["sections"]}
+    out["not_run"] = [s for s in SECTIONS if s not in out["sections"]]
+    out["failed"] = [s for s in out["failed"] if s not in kept] + [s for s in earlier.get("failed", []) if s in kept]
+    out["merged"] = {
+        "sections_from_earlier_run": kept,
+        "earlier_started_at": earlier.get("started_at"),
+        "earlier_wall_seconds": earlier.get("wall_seconds"),
+        "earlier_machine": earlier.get("machine"),
+    }
 
 
 def selected(only: Sequence[str] | None) -> list[str]:
@@ -732,7 +755,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.perf_counter()
     sections = selected(args.only)
-    out: dict[str, Any] = {"mode": mode.name, "sections": {}, "not_run": [s for s in SECTIONS if s not in sections]}
+    out: dict[str, Any] = {
+        "mode": mode.name,
+        "started_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "sections": {},
+        "not_run": [s for s in SECTIONS if s not in sections],
+    }
     failed: list[str] = []
     with ExitStack() as stack:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -776,6 +804,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["machine"]["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out["wall_seconds"] = time.perf_counter() - started
     out["failed"] = failed
+    if args.merge is not None and args.merge.exists():
+        earlier = json.loads(args.merge.read_text())
+        if not earlier.get("started_at"):  # written before the field existed: the file's time minus its run
+            began = args.merge.stat().st_mtime - float(earlier.get("wall_seconds") or 0)
+            earlier["started_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began))
+        merge(out, earlier)
     data = finite_json(out)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
