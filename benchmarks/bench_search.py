@@ -575,6 +575,23 @@ def compiled_for_raw(engine: Engine, stmt: Any, q: np.ndarray) -> tuple[str, Cal
     return str(compiled), make
 
 
+def raw_pg_path(
+    env: Env, sql: str, params_for: Callable[[np.ndarray], Any], queries: Sequence[np.ndarray]
+) -> Callable[[], list[Any]]:
+    """Raw psycopg: ``sql`` once per query on one cursor, then end the transaction."""
+
+    def run() -> list[Any]:
+        out = []
+        with env.raw_pg.cursor() as cur:
+            for q in queries:
+                cur.execute(sql, params_for(q))
+                out.append(cur.fetchall())
+        env.raw_pg.rollback()
+        return out
+
+    return run
+
+
 def plan_summary(plan: str) -> str:
     nodes = re.findall(
         r"(Parallel Seq Scan|Seq Scan|Index Scan using \S+|Index Only Scan using \S+|Gather Merge|Gather)", plan
@@ -615,14 +632,7 @@ def bench_hnsw(env: Env, data: Dataset) -> None:
         with env.pg.connect() as conn:
             return [conn.execute(vk.nearest(table.c.embedding, q, k=K)).all() for q in queries]
 
-    def raw() -> list[Any]:
-        out = []
-        with env.raw_pg.cursor() as cur:
-            for q in queries:
-                cur.execute(sql, params_for(q))
-                out.append(cur.fetchall())
-        env.raw_pg.rollback()
-        return out
+    raw = raw_pg_path(env, sql, params_for, queries)
 
     # Information: one statement built once, the query vector as a bind parameter (no per-query
     # Select construction or cache-key generation).
@@ -791,23 +801,8 @@ def bench_exact(env: Env, data: Dataset) -> None:
         with Session(env.pg) as session:
             return [session.execute(vk.nearest(Plain.embedding, q, k=K)).all() for q in queries]
 
-    def pg_raw() -> list[Any]:
-        out = []
-        with env.raw_pg.cursor() as cur:
-            for q in queries:
-                cur.execute(same_sql, same_params(q))
-                out.append(cur.fetchall())
-        env.raw_pg.rollback()
-        return out
-
-    def pg_raw_min() -> list[Any]:
-        out = []
-        with env.raw_pg.cursor() as cur:
-            for q in queries:
-                cur.execute(raw_sql, (q,))
-                out.append(cur.fetchall())
-        env.raw_pg.rollback()
-        return out
+    pg_raw = raw_pg_path(env, same_sql, same_params, queries)
+    pg_raw_min = raw_pg_path(env, raw_sql, lambda q: (q,), queries)
 
     with Session(env.pg) as session:
         vk_plan = vk.explain(session, vk.nearest(Plain.embedding, queries[0], k=K)).plan
