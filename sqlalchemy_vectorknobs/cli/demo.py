@@ -44,7 +44,7 @@ def _database(value: str) -> Path:
         value = value[len("sqlite:///"):]
     elif "://" in value:
         raise CommandError(f"--database takes the path of a SQLite file, not the URL {value!r}.")
-    path = Path(value).expanduser()
+    path = Path(value).expanduser().absolute()
     if path.is_dir():
         raise CommandError(f"--database {value!r} is a directory; pass the path of a SQLite file.")
     if not path.parent.resolve().is_dir():

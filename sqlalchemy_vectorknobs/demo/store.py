@@ -64,6 +64,7 @@ class BuildReport:
     created: bool = False  # the corpus was (re)inserted
     reason: str = ""  # why it was (re)built, or "" when reused
     embedded: int = 0  # rows embedded in this run (0: every vector was reused)
+    built_seconds: float | None = None  # how long embedding took when the database was built
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -117,9 +118,14 @@ def prepare(engine: sa.Engine, Doc: Any, Info: Any, *, limit: int | None, rebuil
             conn.execute(sa.insert(Info.__table__), [{"key": k, "value": v} for k, v in info.items()])
         report.timings["insert"] = time.perf_counter() - started
     with Session(engine) as session:
+        started = time.perf_counter()
         report.documents = int(session.scalar(sa.select(sa.func.count()).select_from(Doc)) or 0)
         stale = int(session.scalar(sa.select(sa.func.count()).select_from(vk.stale(Doc).subquery())) or 0)
-        if stale:
+        report.timings["check"] = time.perf_counter() - started
+        if not stale:
+            seconds = session.get(Info, "embed_seconds")
+            report.built_seconds = float(seconds.value) if seconds is not None else None
+        else:
             if not report.created:
                 log(f"{stale:,} of {report.documents:,} documents need a vector (an interrupted build, or another embedder made them)")
             started = time.perf_counter()
@@ -129,6 +135,8 @@ def prepare(engine: sa.Engine, Doc: Any, Info: Any, *, limit: int | None, rebuil
             if result.failures:
                 first = result.failures[0]
                 raise vk.EmbeddingError(f"embedding failed for {sum(f.rows for f in result.failures)} rows: {first.error}")
+            session.merge(Info(key="embed_seconds", value=f"{report.timings['embed']:.1f}"))
+            session.commit()
     return report
 
 
