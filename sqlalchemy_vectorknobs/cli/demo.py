@@ -63,11 +63,15 @@ def run(args: argparse.Namespace) -> int:
     database = _database(args.database)
     from ..demo.app import DEFAULT_QUERIES, run_demo
 
-    return run_demo(
-        database,
-        limit=args.limit,
-        embedder_name=args.embedder,
-        queries=queries or DEFAULT_QUERIES,
-        rebuild=args.rebuild,
-        k=args.k,
-    )
+    try:
+        return run_demo(
+            database,
+            limit=args.limit,
+            embedder_name=args.embedder,
+            queries=queries or DEFAULT_QUERIES,
+            rebuild=args.rebuild,
+            k=args.k,
+        )
+    except KeyboardInterrupt:
+        # vk.backfill commits each batch: what was embedded stays, and the next run embeds the rest.
+        raise CommandError("interrupted; the batches embedded so far are kept and the next run resumes from there.") from None

@@ -154,6 +154,26 @@ def test_falls_back_to_hashing_without_the_models_extra(tmp_path: Path) -> None:
     assert same_hits(printed, reference), (printed, reference)
 
 
+def test_an_interrupted_build_resumes_with_the_missing_vectors_only(tmp_path: Path) -> None:
+    demo(tmp_path, "--limit", "300", "--embedder", "hashing", "--query", QUERY)
+    db = tmp_path / "vectorknobs-demo.db"
+    engine = vk.create_engine(f"sqlite:///{db}")
+    try:
+        with engine.begin() as conn:  # what a build killed after its first 200 rows leaves behind
+            conn.execute(sa.text("update stdlib_doc set embedding = NULL, embedding_model = NULL, embedding_hash = NULL where id > 200"))
+    finally:
+        engine.dispose()
+    before = rows(db)
+    out = demo(tmp_path, "--limit", "300", "--embedder", "hashing", "--query", QUERY).stdout
+    assert "100 of 300 documents need a vector" in out and "embedded 100 documents" in out
+    after = rows(db)
+    assert after[:200] == before[:200]  # finished rows untouched
+    assert all(r[3] is not None and r[5] is not None for r in after)
+    assert "faiss" in out and "built (300 vectors" in out  # the mirror follows the new vectors
+    reference = brute_force(db, vk.HashingEmbedder(384).embed([QUERY])[0], 3)
+    assert same_hits(hits(out)[QUERY], reference)
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
