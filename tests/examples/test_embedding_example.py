@@ -5,14 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-import sqlalchemy as sa
 
 from .test_examples import run_example
-
-
-@pytest.fixture
-def pg_database(fresh_pg_url: sa.URL) -> str:
-    return fresh_pg_url.render_as_string(hide_password=False)
 
 
 def _check(out: str) -> None:

@@ -6,9 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import sqlalchemy as sa
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -18,11 +15,6 @@ def run_example(name: str, *args: str) -> str:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
-
-
-@pytest.fixture
-def pg_database(fresh_pg_url: sa.URL) -> str:
-    return fresh_pg_url.render_as_string(hide_password=False)
 
 
 def test_quickstart_on_sqlite() -> None:
