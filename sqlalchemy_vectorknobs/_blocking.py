@@ -17,10 +17,20 @@ try:  # SQLAlchemy 2.1
 except ImportError:  # pragma: no cover - SQLAlchemy 2.0
     from sqlalchemy.util.concurrency import await_only as _await
 try:
-    from sqlalchemy.util.concurrency import in_greenlet
+    from sqlalchemy.util.concurrency import in_greenlet as _sa_in_greenlet
 except ImportError:  # pragma: no cover
+    _sa_in_greenlet = None  # type: ignore[assignment]
 
-    def in_greenlet() -> bool:
+
+def in_greenlet() -> bool:
+    """True inside SQLAlchemy's asyncio greenlet (an ``AsyncSession``'s flush, ``run_sync``)."""
+    if _sa_in_greenlet is None:
+        return False
+    try:
+        return bool(_sa_in_greenlet())
+    except ImportError:
+        # SQLAlchemy 2.1 raises this when greenlet is not installed (no asyncio extra): then no
+        # async session can be running, so this is ordinary synchronous code.
         return False
 
 

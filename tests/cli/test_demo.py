@@ -140,10 +140,13 @@ def test_switching_to_hashing_reembeds_and_matches_numpy(minilm_runs: dict[str, 
 
 
 def test_falls_back_to_hashing_without_the_models_extra(tmp_path: Path) -> None:
-    # A sentence_transformers that cannot be imported stands for a missing or broken models extra.
-    shadow = tmp_path / "shadow" / "sentence_transformers"
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("raise ImportError('No module named torch')\n")
+    # What `make demo` installs when the models extra fails: .[sqlite,faiss], so neither
+    # sentence-transformers nor greenlet (SQLAlchemy's asyncio extra). Packages that cannot be
+    # imported stand for them.
+    for name in ("sentence_transformers", "greenlet"):
+        shadow = tmp_path / "shadow" / name
+        shadow.mkdir(parents=True)
+        (shadow / "__init__.py").write_text(f"raise ImportError('No module named {name} (test shadow)')\n")
     env = {"PYTHONPATH": str(tmp_path / "shadow")}
     out = demo(tmp_path, "--limit", "300", "--database", "docs.db", "--query", QUERY, env=env).stdout
     notice = [line for line in out.splitlines() if line.startswith("notice:")]
