@@ -108,17 +108,24 @@ def _mirror(Doc: Any, database: Path, session: Session, rebuilt: bool) -> Any:
         _say("notice: faiss is not installed (pip install 'sqlalchemy-vectorknobs[faiss]'): skipping the Faiss mirror.")
         return None
     path = faiss_path(database)
+    files = (path, path.with_name(path.name + ".journal"))
     if rebuilt:
-        for stale_file in (path, path.with_name(path.name + ".journal")):
-            stale_file.unlink(missing_ok=True)
+        for old in files:
+            old.unlink(missing_ok=True)
     started = time.perf_counter()
-    mirror = vk.FaissMirror(Doc.embedding, path=str(path), kind="flat", metadata_columns=["kind"])
+    try:
+        mirror = vk.FaissMirror(Doc.embedding, path=str(path), kind="flat", metadata_columns=["kind"])
+    except vk.MirrorError as err:  # a damaged or foreign file: it is only a copy, so make it again
+        _say(f"notice: {err} Building the Faiss mirror again.")
+        for old in files:
+            old.unlink(missing_ok=True)
+        mirror = vk.FaissMirror(Doc.embedding, path=str(path), kind="flat", metadata_columns=["kind"])
     report = vk.verify(session, mirror)
     if report.ok and mirror.count() > 0:
         _say(f"faiss     {path} reused: verified {report.checked:,} vectors in {time.perf_counter() - started:.1f} s")
         return mirror
     vk.rebuild(session, mirror, progress=True)
-    _say(f"faiss     {path} built ({mirror.count():,} vectors, exact inner-product index) in {time.perf_counter() - started:.1f} s")
+    _say(f"faiss     {path} built ({mirror.count():,} vectors, exact flat index, cosine) in {time.perf_counter() - started:.1f} s")
     return mirror
 
 
@@ -194,7 +201,7 @@ def run_demo(
             secs = report.timings["embed"]
             _say(f"          embedded {report.embedded:,} documents in {secs:.1f} s ({report.embedded / secs:.0f} docs/s) with vk.backfill")
         else:
-            built = f"; the build embedded them in {report.built_seconds:.0f} s" if report.built_seconds else ""
+            built = f"; embedding them took {report.built_seconds:.1f} s" if report.built_seconds is not None else ""
             _say(f"          reused: {report.documents:,} documents, every vector already made by this embedder "
                  f"(checked in {report.timings['check']:.1f} s, nothing embedded{built})")
         with Session(engine) as session:

@@ -175,6 +175,11 @@ def test_an_interrupted_build_resumes_with_the_missing_vectors_only(tmp_path: Pa
     assert "faiss" in out and "built (300 vectors" in out  # the mirror follows the new vectors
     reference = brute_force(db, vk.HashingEmbedder(384).embed([QUERY])[0], 3)
     assert same_hits(hits(out)[QUERY], reference)
+    # A damaged Faiss file is only a copy: the next run says so and makes it again from the table.
+    (tmp_path / "vectorknobs-demo.faiss").write_bytes(b"not a faiss file" * 64)
+    out = demo(tmp_path, "--limit", "300", "--embedder", "hashing", "--query", QUERY).stdout
+    assert "nothing embedded" in out and "is not a FaissMirror file" in out and "built (300 vectors" in out
+    assert same_hits(hits(out)[QUERY], reference) and "same hits" in out
 
 
 @pytest.mark.parametrize(
