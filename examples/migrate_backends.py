@@ -11,7 +11,7 @@ The script:
 4. creates the vector index on the target (indexes are not copied), runs ANALYZE, and checks that the target's
    ``vk.nearest`` top 10 equals the source's and a numpy brute-force search over the same vectors.
 
-The same copy from the command line: ``vectorknobs migrate SOURCE_URL TARGET_URL``.
+The same copy from the command line: ``vectorknobs migrate --source URL --target URL``.
 """
 
 from __future__ import annotations
