@@ -2,7 +2,7 @@
 queries through it, exact-search fallbacks, ``EXPLAIN QUERY PLAN``, and hiding vec0's tables.
 
 The vec0 table is named like the index and keyed by the base table's primary key. Its triggers
-(``<index>__ai``, ``__au``, ``__ad``) copy the vector (and metadata columns) on insert, update and
+(``<index>__ai``, ``__au``/``__an``, ``__ad``) copy the vector (and metadata columns) on insert, update and
 delete; creating the index fills it from the existing rows. sqlite-vec's KNN search is exact
 (a brute-force scan in C), so SQLite results equal numpy's.
 """
@@ -26,10 +26,17 @@ from .base import explain_sql, plain_knn_select, subquery_sql
 
 #: sqlite-vec refuses KNN queries with k above this.
 MAX_K = 4096
+#: A binary-quantized index's vec0 table is split into this many partitions (``vk_partition``, the
+#: base row's rowid modulo 16), and its candidates are the union of each partition's nearest
+#: ``ceil(candidates / 16)``. sqlite-vec keeps its running top k by insertion, so a KNN scan costs
+#: about rows x k: on 100k x 384 one 800-candidate scan took 16.8x faiss IndexFlatIP, sixteen
+#: 50-candidate partition scans 1.9x, with the same recall@10 after re-ranking (0.98).
+BINARY_PARTITIONS = 16
+_PARTITION = "vk_partition"
 _VEC0_METRIC = {Distance.L2: "l2", Distance.COSINE: "cosine", Distance.L1: "l1"}
 _PUSHABLE_OPS = {operators.eq, operators.ne, operators.lt, operators.le, operators.gt, operators.ge}
 _SHADOW = re.compile(r"^(?P<base>.+?)_(info|chunks|rowids|auxiliary|vector_chunks\d+|metadatachunks\d+|metadatatext\d+)$")
-_TRIGGERS = ("__ai", "__au", "__ad")
+_TRIGGERS = ("__ai", "__au", "__an", "__ad")
 
 
 def _metadata_type(column: Any) -> str:
@@ -48,6 +55,16 @@ def _metadata_type(column: Any) -> str:
     )
 
 
+def partitions(index: Any) -> int:
+    """How many partitions the vec0 table of ``index`` has: BINARY_PARTITIONS for a binary-quantized
+    index on a rowid table, else 1."""
+    if index.vector_options.precision != "binary":
+        return 1
+    if index.vector_column.table.dialect_options["sqlite"].get("with_rowid") is False:
+        return 1
+    return BINARY_PARTITIONS
+
+
 def vec0_table(index: Any) -> sa.Table:
     """A Core Table describing the vec0 table of ``index`` (private metadata, never created)."""
     table = index.__dict__.get("_vk_vec0_table")
@@ -62,6 +79,7 @@ def vec0_table(index: Any) -> sa.Table:
             sa.Column("distance", sa.Float),
             sa.Column("k", sa.Integer),
             *[sa.Column(name, base.c[name].type) for name in index.vector_options.metadata_columns],
+            *([sa.Column(_PARTITION, sa.Integer)] if partitions(index) > 1 else []),
         )
         index.__dict__["_vk_vec0_table"] = table
     return cast("sa.Table", table)
@@ -126,6 +144,10 @@ class SQLiteSearch:
         parts = [f"{_vec0_name(index, pk.name)} {pk_sql}", f"{_vec0_name(index, col.name)} {vec_sql}"]
         for name in opts.metadata_columns:
             parts.append(f"{_vec0_name(index, name)} {_metadata_type(col.table.c[name])}")
+        if partitions(index) > 1:
+            if _PARTITION in (pk.name, col.name, *opts.metadata_columns):
+                raise UnsupportedDialectError(f"{where} cannot index a column named {_PARTITION!r}; the name is taken.")
+            parts.append(f"{_PARTITION} integer partition key")
         return f"CREATE VIRTUAL TABLE {_quote(preparer, index.name)} USING vec0({', '.join(parts)})"
 
     def render_create_vector_index(self, compiler: Any, create: Any, **kw: Any) -> str:
@@ -145,25 +167,33 @@ class SQLiteSearch:
         return value_sql
 
     def vector_index_follow_up(self, index: Any, preparer: Any) -> list[str]:
-        """DDL after the vec0 table exists: the three triggers, then the backfill from existing rows."""
+        """DDL after the vec0 table exists: the four triggers, then the backfill from existing rows."""
         q = preparer.quote_identifier
         col, pk = index.vector_column, _primary_key(index)
         base, vt = q(col.table.name), q(index.name)
         names = [pk.name, col.name, *index.vector_options.metadata_columns]
-        target = ", ".join(q(n) for n in names)
+        parts = partitions(index)
+        target = ", ".join(q(n) for n in names) + (f", {_PARTITION}" if parts > 1 else "")
 
         def values(row: str) -> str:
             cols = [f"{row}.{q(n)}" for n in names]
             cols[1] = self._encode(index, cols[1])
+            if parts > 1:  # non-negative for negative rowids too
+                cols.append(f"(({row}.rowid % {parts}) + {parts}) % {parts}")
             return ", ".join(cols)
 
         not_null = f"NEW.{q(col.name)} IS NOT NULL"
+        updated = f"AFTER UPDATE OF {', '.join(q(n) for n in names)} ON {base}"
+        delete_old = f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)};"
+        # Two exclusive UPDATE triggers rather than one INSERT ... SELECT ... WHERE: inside a trigger
+        # that form drops the subtype vec_quantize_binary()/vec_bit() put on the value, and vec0
+        # then refuses the bits as a float32 vector.
         return [
             f"CREATE TRIGGER {q(index.name + '__ai')} AFTER INSERT ON {base} WHEN {not_null} BEGIN "
             f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
-            f"CREATE TRIGGER {q(index.name + '__au')} AFTER UPDATE OF {', '.join(q(n) for n in names)} ON {base} BEGIN "
-            f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; "
-            f"INSERT INTO {vt}({target}) SELECT {values('NEW')} WHERE {not_null}; END",
+            f"CREATE TRIGGER {q(index.name + '__au')} {updated} WHEN {not_null} BEGIN {delete_old} "
+            f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
+            f"CREATE TRIGGER {q(index.name + '__an')} {updated} WHEN NEW.{q(col.name)} IS NULL BEGIN {delete_old} END",
             f"CREATE TRIGGER {q(index.name + '__ad')} AFTER DELETE ON {base} BEGIN "
             f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; END",
             f"INSERT INTO {vt}({target}) SELECT {values(base)} FROM {base} WHERE {base}.{q(col.name)} IS NOT NULL",
@@ -262,8 +292,17 @@ class SQLiteSearch:
         if index.vector_options.precision != "binary":
             k: Any = literal_column(str(element.k))
             return sa_select(vt.c[pk.name].label("id"), vt.c.distance.label("distance")).where(vt.c.k == k, *conditions)
-        candidates: Any = literal_column(str(min(element.candidates, MAX_K)))
-        knn = sa_select(vt.c[pk.name].label("cid")).where(vt.c.k == candidates, *conditions).subquery("vk_candidates")
+        parts = partitions(index)
+        per_part = min(-(-element.candidates // parts), MAX_K)
+        scans = [
+            sa_select(vt.c[pk.name].label("cid")).where(
+                vt.c.k == literal_column(str(per_part)),
+                *conditions,
+                *([vt.c[_PARTITION] == literal_column(str(part))] if parts > 1 else []),
+            )
+            for part in range(parts)
+        ]
+        knn = (scans[0] if parts == 1 else sa.union_all(*scans)).subquery("vk_candidates")
         exact = VectorDistance(col, q, element.operator)
         return (
             sa_select(pk.label("id"), exact.label("distance"))
@@ -340,6 +379,8 @@ def parse_vec0(sql: str) -> dict[str, Any]:
         vector = re.match(r"(float|bit)\[(\d+)\](?:\s+distance_metric=(\w+))?", rest)
         if vector:
             out.update(column=name, bits=vector.group(1) == "bit", dim=int(vector.group(2)), metric=vector.group(3))
+        elif "partition key" in rest:
+            continue  # vk_partition: storage layout of a binary-quantized index, not a metadata column
         elif "primary key" in rest:
             out["primary_key"] = name
         else:

@@ -271,3 +271,67 @@ def test_ivfflat_by_create_all_and_auto_method(pg_backend: Backend, monkeypatch:
         assert auto.resolved == {"method": "ivfflat", "lists": 1, "rows": N}
     finally:
         pg_backend.run(md.drop_all)
+
+
+def test_sqlite_binary_index_partitions_candidates_like_one_global_scan(sqlite_backend: Backend) -> None:
+    """A binary index's vec0 table is split by rowid; the union of per-partition candidates,
+    re-ranked exactly, matches numpy's top k, and every row lands in exactly one partition,
+    negative keys and text keys included, through inserts, updates and deletes."""
+    from sqlalchemy_vectorknobs.dialects.sqlite_search import BINARY_PARTITIONS
+
+    md = sa.MetaData()
+    name = unique("bin")
+    t = sa.Table(
+        name,
+        md,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("cat", sa.Integer, nullable=False),
+        sa.Column("embedding", vk.Vector(64)),
+    )
+    tt = sa.Table(f"{name}_t", md, sa.Column("slug", sa.String(20), primary_key=True), sa.Column("embedding", vk.Vector(64)))
+    index = vk.VectorIndex(f"{name}_idx", t.c.embedding, distance="cosine", precision="binary", metadata_columns=["cat"])
+    text_index = vk.VectorIndex(f"{name}_tidx", tt.c.embedding, distance="cosine", precision="binary")
+    local = np.random.default_rng(11)
+    centers = local.standard_normal((8, 64)).astype(np.float32)
+    x = (centers[local.integers(0, 8, 2000)] + 0.4 * local.standard_normal((2000, 64))).astype(np.float32)
+    ids = np.arange(-1000, 1000)
+    sqlite_backend.run(md.create_all)
+    try:
+        sqlite_backend.run(
+            lambda c: c.execute(sa.insert(t), [{"id": int(i), "cat": int(i) % 5, "embedding": v} for i, v in zip(ids, x)])
+        )
+        sqlite_backend.run(lambda c: c.execute(sa.insert(tt), [{"slug": f"s{i}", "embedding": x[i]} for i in range(300)]))
+        sqlite_backend.run(lambda c: c.execute(sa.delete(t).where(t.c.id.in_([-1000, 0, 999]))))
+        x[1] = x[2]
+        sqlite_backend.run(lambda c: c.execute(sa.update(t).where(t.c.id == -999).values(embedding=x[1])))
+        keep = ~np.isin(ids, [-1000, 0, 999])
+        parts = sqlite_backend.run(
+            lambda c: c.exec_driver_sql(f'SELECT vk_partition, count(*) FROM "{index.name}" GROUP BY 1').all()
+        )
+        assert {p for p, _ in parts} == set(range(BINARY_PARTITIONS))
+        assert sum(n for _, n in parts) == int(keep.sum())
+        assert sqlite_backend.run(lambda c: c.exec_driver_sql(f'SELECT count(*) FROM "{text_index.name}"').scalar()) == 300
+        xs, ks = x[keep], ids[keep]
+        hits = total = 0
+        for qi in range(20):
+            q = (centers[qi % 8] + 0.4 * local.standard_normal(64)).astype(np.float32)
+            ref = 1 - xs @ q / (np.linalg.norm(xs, axis=1) * np.linalg.norm(q))
+            want = ks[np.argsort(ref)[:10]].tolist()
+            stmt = vk.nearest(t.c.embedding, q, k=10)
+            rows = sqlite_backend.run(lambda c, stmt=stmt: c.execute(stmt).all())
+            assert len(rows) == 10
+            got_d = [r.distance for r in rows]
+            assert got_d == sorted(got_d)
+            for r in rows:  # each distance is the exact one of that row
+                assert r.distance == pytest.approx(float(ref[ks.tolist().index(r.id)]), abs=1e-4)
+            hits += len({r.id for r in rows} & set(want))
+            total += 10
+            filtered = sqlite_backend.run(lambda c, q=q: c.execute(vk.nearest(t.c.embedding, q, k=10, where=t.c.cat == 2)).all())
+            assert len(filtered) == 10 and all(r.id % 5 == 2 for r in filtered)
+        assert hits / total >= 0.9, hits / total
+        plan = sqlite_backend.run(lambda c: vk.explain(c, vk.nearest(t.c.embedding, x[5], k=10)))
+        assert plan.vector_indexes_used == [index.name], plan.plan
+        text_rows = sqlite_backend.run(lambda c: c.execute(vk.nearest(tt.c.embedding, x[7], k=3)).all())
+        assert text_rows[0].slug == "s7"
+    finally:
+        sqlite_backend.run(md.drop_all)
