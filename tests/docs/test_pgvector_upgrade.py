@@ -8,13 +8,15 @@ autogenerate with the same model declared with ``vk`` types and ``vk.VectorIndex
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
 
 pytest.importorskip("alembic", reason="needs the alembic extra")
-pgvector_sqlalchemy = pytest.importorskip("pgvector.sqlalchemy", reason="needs pgvector-python (postgresql extra)")
+pytest.importorskip("pgvector", reason="needs pgvector-python (postgresql extra)")
 
 from alembic.autogenerate import produce_migrations, render_python_code  # noqa: E402
 from alembic.migration import MigrationContext  # noqa: E402
@@ -25,7 +27,24 @@ import sqlalchemy_vectorknobs as vk  # noqa: E402
 pytestmark = pytest.mark.postgresql
 
 
-def _old_metadata() -> sa.MetaData:
+@pytest.fixture
+def pgvector_sqlalchemy() -> Iterator[ModuleType]:
+    """``pgvector.sqlalchemy``, imported here: importing it adds its types to every PostgreSQL
+    dialect's reflection (``ischema_names``), which is undone afterwards so other tests (and the
+    plugin's per-engine reflection test) see the dialect as SQLAlchemy ships it."""
+    from sqlalchemy.dialects.postgresql import base
+
+    saved = dict(base.ischema_names)
+    import pgvector.sqlalchemy
+
+    try:
+        yield pgvector.sqlalchemy
+    finally:
+        base.ischema_names.clear()
+        base.ischema_names.update(saved)
+
+
+def _old_metadata(pgvector_sqlalchemy: Any) -> sa.MetaData:
     md = sa.MetaData()
     sa.Table(
         "doc", md,
@@ -59,20 +78,21 @@ def _new_metadata() -> sa.MetaData:
 
 
 @pytest.fixture
-def old_project(fresh_pg_url: sa.URL) -> Iterator[sa.Engine]:
+def old_project(fresh_pg_url: sa.URL, pgvector_sqlalchemy: ModuleType) -> Iterator[sa.Engine]:
     plain = sa.create_engine(fresh_pg_url)
     with plain.begin() as conn:
         conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
     from pgvector import Bit, HalfVector, SparseVector
 
-    _old_metadata().create_all(plain)
+    old_metadata = _old_metadata(pgvector_sqlalchemy)
+    old_metadata.create_all(plain)
     with plain.begin() as conn:
         conn.execute(sa.text("INSERT INTO doc VALUES (1, :e, :h, :b, :s)"), {
             "e": pgvector_sqlalchemy.Vector(3).bind_processor(plain.dialect)([1, 2, 3]),  # type: ignore[misc]
             "h": HalfVector([0.5, 0.25, 1.0]).to_text(), "b": Bit("1010").to_text(),
             "s": SparseVector({0: 1.5, 4: -2.0}, 5).to_text(),
         })
-        old = conn.execute(sa.select(_old_metadata().tables["doc"])).one()
+        old = conn.execute(sa.select(old_metadata.tables["doc"])).one()
     assert list(old.embedding) == [1, 2, 3] and isinstance(old.sparse, SparseVector)  # pgvector-python's own values
     plain.dispose()
     engine = vk.create_engine(fresh_pg_url)
