@@ -17,13 +17,22 @@ from ._common import CommandError
 __all__ = ["register", "run"]
 
 DEFAULT_DATABASE = "vectorknobs-demo.db"
+DESCRIPTION = """\
+Semantic search over the docstrings of Python's standard library.
+
+Reads ~5,900 docstrings from the stdlib's source files (nothing is downloaded), stores them in a
+SQLite file with a vec0 vector index and an FTS5 full-text index, embeds them with the offline
+all-MiniLM-L6-v2 model (word hashing, with a notice, if the models extra is missing), keeps a
+Faiss mirror next to the file, and prints the nearest documents for a few questions, then full
+text against vectors against hybrid search. The first run embeds everything (minutes on a small
+machine); later runs reuse the file and embed nothing. --rebuild starts over."""
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="semantic search over Python's stdlib docstrings (SQLite + sqlite-vec, MiniLM, Faiss)",
-        description=__doc__,
+        description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--database", metavar="PATH", default=DEFAULT_DATABASE,
