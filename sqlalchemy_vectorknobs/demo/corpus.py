@@ -149,7 +149,11 @@ def harvest(limit: int | None = None, root: Path | None = None) -> list[Document
     return out
 
 
+#: Bumped whenever the documents or the demo's tables change shape, so older demo files are rebuilt.
+FORMAT = 1
+
+
 def corpus_fingerprint(limit: int | None) -> str:
-    """What identifies a corpus: the Python version, the stdlib path and the limit."""
-    key = f"{sys.version}|{stdlib_dir()}|{MAX_CHARS}|{limit}"
+    """What identifies a corpus: the demo's format, the Python version, the stdlib path and the limit."""
+    key = f"{FORMAT}|{sys.version}|{stdlib_dir()}|{MAX_CHARS}|{limit}"
     return hashlib.sha256(key.encode()).hexdigest()[:16]
