@@ -601,13 +601,21 @@ def plan_summary(plan: str) -> str:
     return text + (f" ({workers.group(1)} workers planned)" if workers else "")
 
 
-def bench_hnsw(env: Env, data: Dataset) -> None:
+def bench_hnsw(env: Env, data: Dataset, extra_columns: dict[str, str] | None = None) -> None:
+    """``extra_columns``: ``{name: "type AS expression"}`` filled while the table is loaded, before the
+    HNSW index exists (``benchmarks/run.py`` adds the filtered-search column this way: an UPDATE
+    afterwards would write every row's new version into the HNSW index again)."""
     cfg = env.cfg
     table = DOC
     create_table_only(env.pg, table)
+    extra = extra_columns or {}
     with env.pg.begin() as conn:
+        for name, spec in extra.items():
+            conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {name} {spec.split(' AS ')[0]}")
+        names = "".join(f", {name}" for name in extra)
+        values = "".join(f", {spec.split(' AS ', 1)[1]}" for spec in extra.values())
         conn.exec_driver_sql(
-            f"INSERT INTO {table.name} (id, embedding) SELECT id, embedding FROM {Plain.__tablename__}"
+            f"INSERT INTO {table.name} (id, embedding{names}) SELECT id, embedding{values} FROM {Plain.__tablename__}"
         )
     build = create_vector_indexes(env.pg, table, ["SET LOCAL maintenance_work_mem = '1GB'"])
     pg_maintenance(env.pg, table.name, Plain.__tablename__)

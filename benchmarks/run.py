@@ -113,7 +113,7 @@ FULL = Mode(
     exact_queries=20,
     bq_queries=40,
     filtered_queries=50,
-    ef_curve=(10, 20, 40, 64, 100, 200, 400),
+    ef_curve=(10, 20, 40, 100, 200, 400),
     hybrid_copies=10,
     sync_rows=10_000,
     overhead_rows=3_000,
@@ -370,16 +370,13 @@ def section_hnsw(ctx: Ctx) -> SectionResult:
         vk.bulk_load(session, bs.Plain, data.rows)
         session.commit()
     env.cfg = dataclasses.replace(env.cfg, rows=len(data.rows))
-    bs.bench_hnsw(env, data)
+    from bench_filtered import BUCKET_COLUMN
+
+    bs.bench_hnsw(env, data, extra_columns=BUCKET_COLUMN)
     r = env.results
     qps = r["hnsw_qps"]
     rec = r["hnsw_recall"]
     agree, total = r["hnsw_agree"]
-    with ctx.pg.connect() as conn:
-        heap, index = conn.exec_driver_sql(
-            f"SELECT pg_table_size('{bs.Doc.__tablename__}'), pg_relation_size('{bs.TABLE_PREFIX}docs_idx')"
-        ).one()
-    ctx.shared["hnsw_point"] = (len(data.rows), int(heap), int(index), r["hnsw_build"])
 
     # faiss IndexHNSWFlat with the same M / efConstruction, and the recall-QPS curves.
     t0 = time.perf_counter()
@@ -615,16 +612,12 @@ def section_scale(ctx: Ctx) -> SectionResult:
 
     data = ctx.dataset("D1").vectors
     sizes = dict(ctx.mode.scale_sizes)
-    extra_points = []
-    if "hnsw_point" in ctx.shared:  # D2 with its HNSW index, measured by the hnsw section
-        n, heap, index, build = ctx.shared["hnsw_point"]
-        extra_points.append(bsc.Point("fp32", n, heap, index, 0, build))
     skipped = ""
     if ctx.scale_1m:
         sizes["fp32"] = (*sizes["fp32"], 1_000_000)
     else:
         skipped = "The 1,000,000-row point was not run (it needs --scale-1m: about 20 minutes of HNSW build here); the 10M projections come from the measured points."
-    return bsc.run(ctx.pg, data, sizes, extra_points, skipped)
+    return bsc.run(ctx.pg, data, sizes, skipped=skipped)
 
 
 RUNNERS: dict[str, Callable[[Ctx], SectionResult]] = {
@@ -700,6 +693,11 @@ def finite_json(value: Any) -> Any:
     if isinstance(value, (np.integer, np.floating)):
         return finite_json(value.item())
     return value
+
+
+def write_json(path: Path, out: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(finite_json(out), indent=1) + "\n")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -801,6 +799,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "checks": res.checks,
                 "extra": res.extra,
             }
+            if args.json:  # what has finished survives a killed run
+                write_json(args.json, {**out, "in_progress": True, "wall_seconds": time.perf_counter() - started})
         out["machine"]["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out["wall_seconds"] = time.perf_counter() - started
     out["failed"] = failed
@@ -812,8 +812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         merge(out, earlier)
     data = finite_json(out)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=1) + "\n")
+        write_json(args.json, out)
         print(f"\nresults written to {args.json}")
     if args.report:
         import report
