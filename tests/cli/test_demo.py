@@ -195,3 +195,44 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str
     proc = subprocess.run([VECTORKNOBS, "demo", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     one_line_error(proc, fragment)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corpus_is_read_without_importing_anything() -> None:
+    # `import antigravity` would open a web browser and `import this` prints the Zen: reading the
+    # stdlib for the demo must parse them, never run them.
+    code = (
+        "import sys; before = set(sys.modules)\n"
+        "from sqlalchemy_vectorknobs.demo.corpus import harvest\n"
+        "docs = harvest()\n"
+        "names = {d.module for d in docs}\n"
+        "assert {'antigravity', 'argparse', 'tkinter', 'smtplib'} <= names, sorted(names)[:20]\n"
+        "new = set(sys.modules) - before\n"
+        "assert not new & {'antigravity', 'this', 'tkinter', 'smtplib', 'turtle', 'idlelib'}, new\n"
+        "assert not any(d.module.startswith(('test.', 'idlelib', 'turtledemo')) for d in docs)\n"
+        "assert len({d.text for d in docs}) == len(docs) > 5000\n"
+        "print(len(docs))\n"
+    )
+    proc = subprocess.run([os.fspath(Path(VECTORKNOBS).with_name("python")), "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert int(proc.stdout) > 5000
+
+
+def test_a_small_limit_still_covers_the_library() -> None:
+    from sqlalchemy_vectorknobs.demo.corpus import harvest, trim
+
+    docs = harvest(int(LIMIT))
+    assert len(docs) == int(LIMIT)
+    modules = {d.module for d in docs}
+    assert {"argparse", "getopt", "gzip", "bz2", "smtplib", "email", "difflib", "json", "threading"} <= modules
+    # Round robin: every module docstring comes before any module's second document.
+    seen: set[str] = set()
+    second = next(i for i, d in enumerate(docs) if d.module in seen or seen.add(d.module))
+    assert all(d.kind != "module" for d in docs[second:])
+    assert sum(d.kind == "module" for d in docs) > 300
+    assert harvest(int(LIMIT)) == docs  # deterministic
+    assert trim("One.  Two\n   lines.\n\nSecond paragraph.", 100) == "One. Two lines.\nSecond paragraph."
+    # A first paragraph over the limit is cut at a sentence end if one is far enough in, else at a word.
+    assert trim("x" * 50 + ". Then " + "more " * 40, 100) == "x" * 50 + "."
+    cut = trim("Short. " + "word " * 200, 100)
+    assert cut.startswith("Short. word") and cut.endswith("word …") and len(cut) <= 102
+    assert trim("Only these words fit.\n\nThis paragraph does not fit at all, not even a little.", 30) == "Only these words fit."
