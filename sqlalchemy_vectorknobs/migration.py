@@ -39,7 +39,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import codec
+from . import codec, dialects
 from .bulk import bulk_load
 from .exc import MigrationError
 from .types import VectorType
@@ -401,4 +401,7 @@ def _migrate_table(
         if bar is not None:
             bar.close()
     sconn.rollback()
+    if isinstance(target.c[pk.name].type, sa.Integer):
+        with tconn.begin():  # inserts that let the database pick the key continue after the copied ones
+            dialects.for_dialect(tconn.dialect).advance_key_sequence(tconn, target, target.c[pk.name])
     return entry

@@ -129,6 +129,9 @@ class DialectSupport(Protocol):
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """Write validated columns (one sequence, or float32 matrix, per name) the fastest way; return the count."""
 
+    def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
+        """After rows were written with explicit keys: make the column's generator continue past them."""
+
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""
 

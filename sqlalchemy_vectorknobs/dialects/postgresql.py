@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
@@ -376,6 +377,16 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         # concat_ws skips NULLs exactly like codec.source_text; sha256() wants bytea, so UTF-8 it.
         cols = compiler.process(element.clauses, **kw)
         return f"encode(sha256(convert_to(concat_ws(chr(10), {cols}), 'UTF8')), 'hex')"
+
+    def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
+        """``setval`` the serial/identity sequence behind ``column`` (if any) to the largest key held."""
+        q = connection.dialect.identifier_preparer
+        stmt = sa.text(
+            "SELECT setval(s.seq, m.top) FROM (SELECT pg_get_serial_sequence(:table, :column) AS seq) AS s, "
+            f"(SELECT max({q.quote(column.name)}) AS top FROM {q.format_table(table)}) AS m "
+            "WHERE s.seq IS NOT NULL AND m.top IS NOT NULL"
+        )
+        connection.execute(stmt, {"table": q.format_table(table), "column": column.name})
 
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """COPY ... FORMAT BINARY on psycopg 3 and asyncpg; batched INSERTs on other drivers."""

@@ -251,6 +251,9 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
         # The same Python function, registered on every connection (see load_sqlite_vec).
         return f"vk_source_hash({compiler.process(element.clauses, **kw)})"
 
+    def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
+        return None  # an INTEGER PRIMARY KEY continues after max(rowid) by itself
+
     def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
         """Batched ``executemany`` of pre-encoded BLOBs on the connection's own transaction."""
         q = connection.dialect.identifier_preparer

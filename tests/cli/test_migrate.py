@@ -110,6 +110,14 @@ def test_100k_rows_sqlite_to_postgresql_killed_halfway_then_resumed(tmp_path: Pa
     assert scalar(target, "SELECT count(*) FROM items") == 100_000
     assert scalar(target, "SELECT count(DISTINCT id) FROM items") == 100_000
     _same(source, target, half=False)
+    # the target's key sequence continues after the copied keys: an insert without an id works
+    writer = sa.create_engine(target)
+    try:
+        with writer.begin() as conn:
+            new_id = conn.exec_driver_sql("INSERT INTO items (title) VALUES ('after') RETURNING id").scalar_one()
+        assert new_id == 100_001
+    finally:
+        writer.dispose()
 
 
 def test_postgresql_to_sqlite_then_incremental_rerun(tmp_path: Path, fresh_pg_url: sa.URL) -> None:
