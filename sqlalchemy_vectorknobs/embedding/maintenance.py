@@ -27,6 +27,13 @@ from .column import EmbeddedColumn, EmbeddingConfigError, fingerprint, specs_of
 from .embedders import resolve_embedder
 from .listener import embed_rows
 
+
+def record_writes(session: Session, table: sa.Table, pks: list[Any]) -> None:
+    """Tell attached mirrors (``vk.attach``) about vectors written with Core UPDATEs in ``session``."""
+    from ..sync.attach import record_writes as record  # sync imports embedding: import when used
+
+    record(session, table, pks)
+
 __all__ = [
     "BackfillReport",
     "BatchFailure",
@@ -182,6 +189,7 @@ def _run(
                 )
                 if failed:
                     raise failed[0][1]
+                record_writes(session, spec.table, [r[0] for r in rows])
                 if commit:
                     session.commit()
             except DimensionMismatchError:
@@ -443,6 +451,7 @@ class Vectorizer:
                 for rows in _keyset_batches(session, spec, cond, self.batch_size or spec.batch_size, exclude=self._excluded):
                     failed = embed_rows(session.connection(), spec, [], rows=rows, batch_size=len(rows))
                     if not failed:
+                        record_writes(session, spec.table, [r[0] for r in rows])
                         session.commit()
                         done += len(rows)
                         for r in rows:
@@ -456,6 +465,7 @@ class Vectorizer:
                             session.rollback()
                             self._failed(r[0], one[0][1])
                         else:
+                            record_writes(session, spec.table, [r[0]])
                             session.commit()
                             done += 1
         self.embedded += done

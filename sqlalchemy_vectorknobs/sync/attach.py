@@ -77,9 +77,28 @@ from ._apply import (
 )
 from .collect import Changes, Collector, Known
 
-__all__ = ["ON_ERROR", "Attachment", "MirrorSyncError", "attach"]
+__all__ = ["ON_ERROR", "Attachment", "MirrorSyncError", "attach", "record_writes"]
 
 log = logging.getLogger("sqlalchemy_vectorknobs.sync")
+
+#: Every attachment not yet detached (for :func:`record_writes`).
+_ATTACHMENTS: weakref.WeakSet[Attachment] = weakref.WeakSet()
+
+
+def record_writes(session: Session, table: sa.Table, pks: Iterable[Any]) -> None:
+    """Rows of ``table`` that ``session`` wrote with statements the ORM does not see.
+
+    ``vk.backfill``, ``ReembedJob.fill`` and the ``Vectorizer`` write vectors with Core UPDATEs;
+    they report the keys here, and every attachment listening to ``session`` with a mirror of
+    ``table`` treats them like the rows of an ORM bulk UPDATE: recorded in the transaction (and
+    its outbox), re-read and applied after the commit, dropped on rollback.
+    """
+    if not _ATTACHMENTS:
+        return
+    keys = list(pks)
+    if keys:
+        for attachment in list(_ATTACHMENTS):
+            attachment.record(session, table, keys)
 
 ON_ERROR = ("raise", "log")
 
@@ -183,6 +202,7 @@ class Attachment:
         for name, fn in self._listeners:
             event.listen(target, name, fn)
         self._active = True
+        _ATTACHMENTS.add(self)
 
     @property
     def active(self) -> bool:
@@ -201,6 +221,7 @@ class Attachment:
             self._buffers.clear()
             self._committed.clear()
         self._active = False
+        _ATTACHMENTS.discard(self)
 
     def __enter__(self) -> Attachment:
         return self
@@ -227,6 +248,27 @@ class Attachment:
         if changes:
             self._collect(orm_state.session, changes, conn, {})
         return result
+
+    def listens_to(self, session: Session) -> bool:
+        """Whether this attachment's listeners see ``session``."""
+        target = self._target
+        if isinstance(target, Session):
+            return session is target
+        if isinstance(target, sessionmaker):
+            return isinstance(session, target.class_)
+        return isinstance(target, type) and isinstance(session, target)
+
+    def record(self, session: Session, table: sa.Table, pks: list[Any]) -> None:
+        """See :func:`record_writes`."""
+        if not self._active or not self.listens_to(session):
+            return
+        changes = {
+            index: dict.fromkeys(pks, "upsert")
+            for index, mirror in enumerate(self.mirrors)
+            if mirror.table is table or mirror.table.fullname == table.fullname
+        }
+        if changes:
+            self._collect(session, changes, session.connection(), {})
 
     def _collect(self, session: Session, changes: Changes, conn: sa.Connection, known: Known) -> None:
         """Record ``changes`` in the current transaction (and, with the outbox, write their rows).

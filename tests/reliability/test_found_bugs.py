@@ -92,3 +92,56 @@ def test_bulk_update_of_a_source_column_reaches_the_mirror(backend: Backend) -> 
     finally:
         attachment.detach()
         backend.drop(Base.metadata)
+
+
+@pytest.mark.parametrize("outbox", [False, True], ids=["direct", "outbox"])
+def test_backfill_and_vectorizer_writes_reach_attached_mirrors(sqlite_backend: Backend, outbox: bool) -> None:
+    """``vk.backfill`` and the ``Vectorizer`` write vectors with Core UPDATEs the ORM does not see;
+    attached mirrors used to stay without those vectors until a ``vk.rebuild``."""
+    backend = sqlite_backend
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Note(Base):
+        __tablename__ = unique("bug_bf")
+        id: Mapped[int] = mapped_column(primary_key=True)
+        title: Mapped[str] = mapped_column(sa.Text)
+        embedding = vk.embedded_column(vk.Vector(8), source="title", embedder=vk.HashingEmbedder(8), mode="deferred")
+
+    backend.create(Base.metadata)
+    if outbox:
+        vks.create_outbox(backend.engine)
+    mirror = vk.MemoryMirror(Note.embedding)
+    maker = sessionmaker(backend.engine)
+    attachment = vks.attach(maker, [mirror], outbox=outbox)
+    reference = vk.HashingEmbedder(8)
+    try:
+        with maker() as s:
+            s.add_all(Note(id=i, title=f"note number {i}") for i in range(1, 41))
+            s.commit()
+        assert mirror.count() == 0  # deferred: committed without vectors
+        with maker() as s:
+            report = vk.backfill(s, Note, batch_size=15, progress=False)
+        assert report.embedded == 40
+        assert mirror.count() == 40
+        np.testing.assert_allclose(mirror.get([7])[7], reference.embed(["note number 7"])[0], atol=1e-6)
+        with maker() as s:
+            s.add(Note(id=41, title="a late note"))
+            s.execute(sa.update(Note).where(Note.id == 3).values(title="changed text"))
+            s.commit()
+        worker = vk.Vectorizer(maker, Note)
+        assert worker.run_once() == 2
+        np.testing.assert_allclose(mirror.get([41])[41], reference.embed(["a late note"])[0], atol=1e-6)
+        np.testing.assert_allclose(mirror.get([3])[3], reference.embed(["changed text"])[0], atol=1e-6)
+        with Session(backend.engine) as s:
+            assert vk.verify(s, mirror).ok
+            if outbox:
+                left = sa.text("SELECT count(*) FROM vk_outbox WHERE mirror = :m")
+                assert s.execute(left, {"m": mirror.name}).scalar_one() == 0
+    finally:
+        attachment.detach()
+        backend.drop(Base.metadata)
+        if outbox:
+            with backend.engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM vk_outbox WHERE mirror = :m"), {"m": mirror.name})
