@@ -86,16 +86,15 @@ def render_plot(curve: dict[str, list[dict[str, float]]], path: Path, title: str
 
 
 def _merged_note(data: dict[str, Any]) -> list[str]:
-    merged = data.get("merged")
-    if not merged:
+    if not data.get("merged"):
         return []
-    this_run = [s for s in data["sections"] if s not in merged["sections_from_earlier_run"]]
-    earlier_min = (merged.get("earlier_wall_seconds") or 0) / 60
+    runs: dict[str, list[str]] = {}
+    for name, sec in data["sections"].items():
+        runs.setdefault(str(sec.get("run_started_at") or data.get("started_at")), []).append(f"`{name}`")
+    parts = [f"{', '.join(names)} from the run started {start}" for start, names in runs.items()]
     return [
-        f"**Two runs merged:** sections {', '.join(f'`{s}`' for s in merged['sections_from_earlier_run'])} come from "
-        f"the run started {merged.get('earlier_started_at')} ({earlier_min:.1f} min); sections "
-        f"{', '.join(f'`{s}`' for s in this_run)} from the run started {data.get('started_at')} "
-        f"(`--merge`), after a fix to those sections' benchmark code. Same machine and mode.",
+        "**Runs merged (`--merge`):** " + "; ".join(parts) + ". Same machine and mode; a section was rerun "
+        "after its run was stopped or its benchmark code fixed.",
         "",
     ]
 

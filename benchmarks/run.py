@@ -722,7 +722,7 @@ def merge(out: dict[str, Any], earlier: dict[str, Any]) -> None:
         raise SystemExit(f"--merge: the earlier run is in {earlier.get('mode')} mode, this one in {out['mode']} mode.")
     kept = [s for s in SECTIONS if s in earlier.get("sections", {}) and s not in out["sections"]]
     for name in kept:
-        out["sections"][name] = earlier["sections"][name]
+        out["sections"][name] = {"run_started_at": earlier.get("started_at"), **earlier["sections"][name]}
     out["sections"] = {s: out["sections"][s] for s in SECTIONS if s in out["sections"]}
     out["not_run"] = [s for s in SECTIONS if s not in out["sections"]]
     out["failed"] = [s for s in out["failed"] if s not in kept] + [s for s in earlier.get("failed", []) if s in kept]
@@ -760,6 +760,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "not_run": [s for s in SECTIONS if s not in sections],
     }
     failed: list[str] = []
+    earlier = None  # read before anything is written: --merge and --json may name the same file
+    if args.merge is not None and args.merge.exists():
+        earlier = json.loads(args.merge.read_text())
+        if not earlier.get("started_at"):  # written before the field existed: the file's time minus its run
+            began = args.merge.stat().st_mtime - float(earlier.get("wall_seconds") or 0)
+            earlier["started_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began))
     with ExitStack() as stack:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="vkrun")))
@@ -798,17 +804,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "results": [r.as_dict() for r in res.results],
                 "checks": res.checks,
                 "extra": res.extra,
+                "run_started_at": out["started_at"],
             }
             if args.json:  # what has finished survives a killed run
-                write_json(args.json, {**out, "in_progress": True, "wall_seconds": time.perf_counter() - started})
+                snapshot = {**out, "sections": dict(out["sections"]), "failed": list(failed), "in_progress": True}
+                snapshot["wall_seconds"] = time.perf_counter() - started
+                if earlier is not None:
+                    merge(snapshot, earlier)
+                write_json(args.json, snapshot)
         out["machine"]["load_average_end"] = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out["wall_seconds"] = time.perf_counter() - started
     out["failed"] = failed
-    if args.merge is not None and args.merge.exists():
-        earlier = json.loads(args.merge.read_text())
-        if not earlier.get("started_at"):  # written before the field existed: the file's time minus its run
-            began = args.merge.stat().st_mtime - float(earlier.get("wall_seconds") or 0)
-            earlier["started_at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(began))
+    if earlier is not None:
         merge(out, earlier)
     data = finite_json(out)
     if args.json:
