@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import codec, dialects
+from ._progress import progress_bar
 from .bulk import bulk_load
 from .exc import MigrationError
 from .types import VectorType
@@ -210,14 +211,6 @@ def _pages(conn: Connection, columns: Sequence[sa.Column[Any]], pk: sa.Column[An
         last = rows[-1][at]
 
 
-def _bar(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="row")
-
-
 def vector_checksum(bind: Engine | Connection, table: sa.Table, *, batch_size: int = 5000) -> tuple[int, str]:
     """(rows, checksum) of ``table``: an order-independent digest of every row's key and vectors.
 
@@ -385,7 +378,7 @@ def _migrate_table(
     remaining = sconn.execute(
         sa.select(sa.func.count()).select_from(src).where(pk > after) if after is not None else sa.select(sa.func.count()).select_from(src)
     ).scalar_one()
-    bar = _bar(int(remaining), progress, f"migrate {src.name}")
+    bar = progress_bar(int(remaining), progress, f"migrate {src.name}")
     try:
         for rows in _pages(sconn, columns, pk, after, batch_size):
             last = rows[-1][key_at]

@@ -21,6 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from .._progress import progress_bar
 from ..codec import EMPTY_SOURCE_HASH
 from ..exc import DimensionMismatchError, EmbeddingError
 from .column import EmbeddedColumn, EmbeddingConfigError, fingerprint, specs_of
@@ -124,16 +125,6 @@ class BackfillReport:
         return not self.failures
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but stay usable without it
-        return None
-    return tqdm(total=total, desc=desc, unit="row")
-
-
 def _keyset_batches(
     session: Session,
     spec: EmbeddedColumn,
@@ -180,7 +171,7 @@ def _run(
     total = 0
     if progress:
         total = session.connection().execute(sa.select(sa.func.count()).where(condition).select_from(spec.table)).scalar_one()
-    bar = _progress(total, progress, desc)
+    bar = progress_bar(total, progress, desc)
     try:
         for rows in _keyset_batches(session, spec, condition, batch_size):
             try:

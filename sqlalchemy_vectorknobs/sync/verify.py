@@ -27,6 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from .._blocking import run_blocking
+from .._progress import progress_bar
 from ..exc import InvalidMirrorError
 from ..mirrors.base import _scalar
 from ._apply import check_mirrors, plan_writes, read_rows, write
@@ -111,12 +112,8 @@ def _batches(conn: sa.Connection, mirror: Any, batch_size: int) -> Iterator[list
 def _progress(conn: sa.Connection, mirror: Any, enabled: bool, desc: str) -> Any:
     if not enabled:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency, but stay usable without it
-        return None
     total = conn.execute(sa.select(sa.func.count()).select_from(mirror.table)).scalar_one()
-    return tqdm(total=total, desc=desc, unit="row")
+    return progress_bar(int(total), enabled, desc)
 
 
 def _check_batch_size(owner: str, batch_size: Any) -> None:
