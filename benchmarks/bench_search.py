@@ -993,7 +993,14 @@ def bench_binary(env: Env, data: Dataset) -> None:
     raw.execute(
         str(CreateIndex(index).compile(dialect=env.lite.dialect)).strip().replace(f'"{index.name}"', RAW_BITS, 1)
     )
-    raw.execute(f"INSERT INTO {RAW_BITS} (id, embedding) SELECT id, vec_quantize_binary(embedding) FROM {RAW_PLAIN}")
+    ddl = str(CreateIndex(index).compile(dialect=env.lite.dialect))
+    if "vk_partition" in ddl:  # the plugin splits a binary vec0 table into rowid % 16 partitions
+        raw.execute(
+            f"INSERT INTO {RAW_BITS} (id, embedding, vk_partition) "
+            f"SELECT id, vec_quantize_binary(embedding), id % 16 FROM {RAW_PLAIN}"
+        )
+    else:
+        raw.execute(f"INSERT INTO {RAW_BITS} (id, embedding) SELECT id, vec_quantize_binary(embedding) FROM {RAW_PLAIN}")
     raw.commit()
     default_candidates = max(40 * K, 400)  # vk.nearest's default for a binary index
 
@@ -1043,9 +1050,9 @@ def bench_binary(env: Env, data: Dataset) -> None:
         share = ms[f"raw{cand}"].median / ms[key].median
         rows.append(
             (
-                f"  raw vec0 bit KNN alone, k = {cand}",
+                f"  raw vec0 bit KNN, one scan of the whole table, k = {cand}",
                 ms[f"raw{cand}"],
-                f"{share:.0%} of the vk time (candidate search)",
+                f"{share:.0%} of the vk time (the plugin scans its 16 rowid partitions for ceil(k/16) each)",
             )
         )
     print_table(
