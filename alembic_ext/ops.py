@@ -14,7 +14,7 @@ the dialect modules of ``sqlalchemy_vectorknobs``::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from alembic.operations import BatchOperations, MigrateOperation, Operations
 
@@ -154,23 +154,36 @@ class CreateVectorIndexOp(MigrateOperation):
         return DropVectorIndexOp(self.index_name, self.table_name, schema=self.schema, _reverse=self)
 
 
-@Operations.register_operation("drop_vector_index")
-@BatchOperations.register_operation("drop_vector_index", "batch_drop_vector_index")
-class DropVectorIndexOp(MigrateOperation):
-    """Drop a vector index and everything it created (on SQLite its vec0 table and triggers)."""
+class _DropIndexOp(MigrateOperation):
+    """What the drop operations share: the names, and the create operation that undoes them when
+    autogenerate built the drop from the index (a hand-written drop carries no definition)."""
+
+    _kind = ""
 
     def __init__(
-        self,
-        index_name: str,
-        table_name: str,
-        *,
-        schema: str | None = None,
-        _reverse: CreateVectorIndexOp | None = None,
+        self, index_name: str, table_name: str, *, schema: str | None = None, _reverse: MigrateOperation | None = None
     ) -> None:
         self.index_name = index_name
         self.table_name = table_name
         self.schema = schema
         self._reverse = _reverse
+
+    def _reversed(self) -> MigrateOperation:
+        if self._reverse is None:
+            raise ValueError(
+                f"drop_{self._kind}_index('{self.index_name}') cannot be reversed: the operation does not carry the "
+                f"index definition; write the create_{self._kind}_index in the downgrade by hand."
+            )
+        return self._reverse
+
+
+@Operations.register_operation("drop_vector_index")
+@BatchOperations.register_operation("drop_vector_index", "batch_drop_vector_index")
+class DropVectorIndexOp(_DropIndexOp):
+    """Drop a vector index and everything it created (on SQLite its vec0 table and triggers)."""
+
+    _kind = "vector"
+    _reverse: CreateVectorIndexOp | None
 
     @classmethod
     def drop_vector_index(
@@ -191,12 +204,7 @@ class DropVectorIndexOp(MigrateOperation):
                    _reverse=CreateVectorIndexOp.from_index(index))
 
     def reverse(self) -> CreateVectorIndexOp:
-        if self._reverse is None:
-            raise ValueError(
-                f"drop_vector_index('{self.index_name}') cannot be reversed: the operation does not carry the "
-                "index definition; write the create_vector_index in the downgrade by hand."
-            )
-        return self._reverse
+        return cast("CreateVectorIndexOp", self._reversed())
 
 
 @Operations.register_operation("reindex_vector_index")
@@ -352,21 +360,11 @@ class CreateFullTextIndexOp(MigrateOperation):
 
 
 @Operations.register_operation("drop_fulltext_index")
-class DropFullTextIndexOp(MigrateOperation):
+class DropFullTextIndexOp(_DropIndexOp):
     """Drop a full-text index and everything it created (on SQLite its FTS5 table and triggers)."""
 
-    def __init__(
-        self,
-        index_name: str,
-        table_name: str,
-        *,
-        schema: str | None = None,
-        _reverse: CreateFullTextIndexOp | None = None,
-    ) -> None:
-        self.index_name = index_name
-        self.table_name = table_name
-        self.schema = schema
-        self._reverse = _reverse
+    _kind = "fulltext"
+    _reverse: CreateFullTextIndexOp | None
 
     @classmethod
     def drop_fulltext_index(
@@ -376,9 +374,4 @@ class DropFullTextIndexOp(MigrateOperation):
         operations.invoke(cls(index_name, table_name, schema=schema))
 
     def reverse(self) -> CreateFullTextIndexOp:
-        if self._reverse is None:
-            raise ValueError(
-                f"drop_fulltext_index('{self.index_name}') cannot be reversed: the operation does not carry the "
-                "index definition; write the create_fulltext_index in the downgrade by hand."
-            )
-        return self._reverse
+        return cast("CreateFullTextIndexOp", self._reversed())

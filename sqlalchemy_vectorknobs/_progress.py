@@ -8,9 +8,7 @@ __all__ = ["progress_bar"]
 
 
 def progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    """A tqdm bar over ``total`` rows, or None when disabled (tqdm is a dependency)."""
-    if not enabled:
-        return None
+    """A tqdm bar over ``total`` rows; when not ``enabled``, tqdm's silent stand-in (same methods)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="row")
+    return tqdm(total=total, desc=desc, unit="row", disable=not enabled)

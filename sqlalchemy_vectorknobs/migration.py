@@ -388,11 +388,9 @@ def _migrate_table(
                 _save_progress(tconn, source_id, src.name, last, copied)
             entry.copied += len(rows)
             entry.batches += 1
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     sconn.rollback()
     if isinstance(target.c[pk.name].type, sa.Integer):
         with tconn.begin():  # inserts that let the database pick the key continue after the copied ones

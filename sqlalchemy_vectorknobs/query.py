@@ -186,22 +186,27 @@ def nearest(
     if candidates is None:
         binary = quantized and index is not None and index.vector_options.precision == "binary"
         candidates = max(40 * k, 400) if binary else max(10 * k, 100)
-    if isinstance(query, ClauseElement):
-        q = query
-    else:
-        q = sa.literal(col.type.check(query), col.type)
-    if isinstance(where, str):
-        where = sa.text(where)
-    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(candidates, k))
-    cand = knn.table_valued(sa.column("id", _primary_key(col.table).type), sa.column("distance", sa.Float))
-    dist = cand.c.distance
-    stmt = sa.select(entity, dist.label("distance")).join(cand, pk == cand.c.id).order_by(dist)
+    stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=where, index=index, candidates=max(candidates, k))
+    stmt = stmt.order_by(dist)
     if max_distance is not None:
         stmt = stmt.where(dist <= max_distance)
     needs = _needed_settings(max(candidates, k) if quantized else k, where, index)
     if needs:
         stmt = stmt.execution_options(vector_search_defaults=needs)
     return stmt
+
+
+def knn_join(
+    col: Any, entity: Any, pk: Any, query: Any, k: int, *, metric: Distance, where: Any, index: VectorIndex | None, candidates: int
+) -> tuple[sa.Select[Any], Any]:
+    """``SELECT entity, distance`` joined to the candidates of a :class:`VectorKnn` (unordered), and
+    the candidates' distance column: what :func:`nearest` and ``rerank_query`` share."""
+    q = query if isinstance(query, ClauseElement) else sa.literal(col.type.check(query), col.type)
+    if isinstance(where, str):
+        where = sa.text(where)
+    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=candidates)
+    cand = knn.table_valued(sa.column("id", _primary_key(col.table).type), sa.column("distance", sa.Float))
+    return sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id), cand.c.distance
 
 
 def _nearest_via(

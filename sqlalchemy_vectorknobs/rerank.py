@@ -15,11 +15,10 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.sql import ClauseElement
 
-from .comparator import _BY_METRIC
 from .distance import Distance
 from .exc import IncompatibleOperatorError, InvalidIndexError
 from .index import VectorIndex
-from .query import VectorKnn, _needed_settings, _resolve, nearest
+from .query import _needed_settings, _resolve, knn_join, nearest
 from .search import _number, _positive, _vector_setup
 
 __all__ = ["RERANK_CANDIDATES_PER_K", "ammr", "arerank", "mmr", "mmr_order", "rerank", "rerank_query"]
@@ -162,15 +161,8 @@ def rerank_query(
     metric = index.vector_options.distance
     if metric not in col.type.metrics:
         raise IncompatibleOperatorError(f"{col.type.subject} has no {metric.value} distance.")
-    if isinstance(query, ClauseElement):
-        q = query
-    else:
-        q = sa.literal(col.type.check(query), col.type)
-    if isinstance(where, str):
-        where = sa.text(where)
-    knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=n)
-    cand = knn.table_valued(sa.column("id", pk.type), sa.column("distance", sa.Float))
-    stmt = sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id).order_by(cand.c.distance, pk)
+    stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=where, index=index, candidates=n)
+    stmt = stmt.order_by(dist, pk)
     # An HNSW scan returns at most ef_search rows: let it propose all the candidates.
     needs = {**_needed_settings(k, where, index), "ef_search": min(max(n, 40), 1000), "iterative_scan": "relaxed_order"}
     return stmt.execution_options(vector_search_defaults=needs)

@@ -21,22 +21,6 @@ from ._common import CommandError
 
 __all__ = ["find_suite", "register", "run"]
 
-SECTIONS = (
-    "codec",
-    "orm_insert",
-    "bulk_load",
-    "exact",
-    "binary",
-    "hnsw",
-    "filtered",
-    "hybrid",
-    "sync",
-    "overhead",
-    "mirrors",
-    "scale",
-)
-
-
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "bench",
@@ -45,7 +29,8 @@ def register(sub: Any) -> None:
         "raw baseline, printed as ratios with the targets met or missed.",
     )
     p.add_argument("--quick", action="store_true", help="small data and 2 repeats: a smoke run")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=f"run these sections: {', '.join(SECTIONS)}")
+    # The section names are benchmarks/run.py's to check (it lists them in its usage error).
+    p.add_argument("--only", nargs="+", metavar="SECTION", help="run these sections (codec, hnsw, mirrors, ...)")
     p.add_argument("--json", metavar="PATH", help="write the results as JSON")
     p.add_argument("--report", metavar="PATH", help="write the Markdown report (e.g. docs/benchmarks.md)")
     p.add_argument("--scale-1m", action="store_true", help="add the 1,000,000-row point to the scale section")

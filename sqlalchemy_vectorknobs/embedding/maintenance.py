@@ -195,11 +195,9 @@ def _run(
             else:
                 report.embedded += len(rows)
                 report.batches += 1
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
 
 def backfill(

@@ -84,8 +84,7 @@ def rebuild(
     try:
         for pks in _key_pages(conn, mirror, batch_size):
             loaded += _copy(conn, mirror, generation, pks)
-            if bar is not None:
-                bar.update(len(pks))
+            bar.update(len(pks))
         for pks in _chunks(run_blocking(mirror.tombstone_ids), batch_size):
             _copy(conn, mirror, generation, pks)
         if replay_outbox is None:
@@ -105,8 +104,7 @@ def rebuild(
         run_blocking(lambda: mirror.end_generation(generation, swap=False))
         raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if not swapped:
         # Writes keep coming: copy the last ones and swap while holding the mirror's lock. This
         # runs in the calling thread (under an AsyncSession it briefly blocks the event loop),
@@ -173,10 +171,8 @@ def _rebuild_in_place(conn: sa.Connection, mirror: Any, batch_size: int, progres
                 plan.delete_ids = []  # the mirror was cleared: rows without a vector are simply absent
                 write(mirror, plan)
             loaded += len(plan.upsert_ids)
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     log.info("rebuilt mirror %s in place: %d vector(s)", mirror.name, loaded)
     return loaded

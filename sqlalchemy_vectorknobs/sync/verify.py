@@ -110,9 +110,7 @@ def _batches(conn: sa.Connection, mirror: Any, batch_size: int) -> Iterator[list
 
 
 def _progress(conn: sa.Connection, mirror: Any, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return None
-    total = conn.execute(sa.select(sa.func.count()).select_from(mirror.table)).scalar_one()
+    total = conn.execute(sa.select(sa.func.count()).select_from(mirror.table)).scalar_one() if enabled else 0
     return progress_bar(int(total), enabled, desc)
 
 
@@ -175,11 +173,9 @@ def verify(
                     missing.add(pk)
                 elif got.shape != want.shape or float(np.max(np.abs(got.astype(np.float64) - want))) > tolerance or callable(metadata_of) and metadata_of(pk) != _expected_metadata(mirror, with_vector[pk]):
                     mismatched.add(pk)
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     report.missing = _sorted(missing)
     report.extra = _sorted(held - seen)
     report.mismatched = _sorted(mismatched)
