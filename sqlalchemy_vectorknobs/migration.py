@@ -24,15 +24,40 @@ How it works, per table:
 Tables need a single-column primary key (the keyset). Vector and full-text indexes are not copied:
 create them on the target once the rows are in (building an index once is faster than keeping it
 up to date during the load).
+
+Into a mirror (Faiss, Chroma, Elasticsearch, memory, third-party) instead of a database::
+
+    mirror = vk.FaissMirror(Doc.embedding, path="docs.vkfaiss", metadata_columns=["category"])
+    report = vk.migrate("sqlite:///docs.db", target_mirror=mirror, batch_size=5000)
+    print(report)   # docs -> mirror 'faiss:docs.embedding': 20000 row(s) copied in 4 batch(es); ...
+
+The mirror's column names the source table. Rows are read in primary-key order the same way and
+each batch goes through the mirror's own ``upsert`` (key, vector and the mirror's metadata
+columns; a row whose vector is NULL is a ``delete``), is made durable (a Faiss mirror with a path
+appends the batch to its fsynced journal, or is ``save()``-d when ``autosave=False``; Chroma's
+embedded client commits it to its SQLite log), and only then is the resume marker written: one
+small JSON *state file*, replaced atomically (temp file, fsync, rename), keyed by source, table,
+column and mirror name. Its default place is beside the mirror's own files
+(``<path>.vkmigrate.json`` for Faiss, ``vk_migrate.json`` in the directory of Chroma's
+PersistentClient); mirrors without local files (memory, Elasticsearch, Chroma over HTTP,
+third-party ones) keep a marker only when ``state=`` names a file. A crash between a batch and its
+marker re-copies that one batch on the rerun, which upserts replace by key. Verification is
+:func:`vk.verify <sqlalchemy_vectorknobs.verify>`: every source row's vector (and metadata, where
+the mirror reports it) compared with the mirror's, plus missing and extra ids.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,7 +70,9 @@ from .bulk import bulk_load
 from .exc import MigrationError
 from .types import VectorType
 
-__all__ = ["PROGRESS_TABLE", "MigrateReport", "TableMigration", "migrate", "vector_checksum"]
+__all__ = ["PROGRESS_TABLE", "MigrateReport", "TableMigration", "default_state_path", "migrate", "vector_checksum"]
+
+log = logging.getLogger("sqlalchemy_vectorknobs.migrate")
 
 #: The target's bookkeeping table: one row per (source, table) with the last copied key.
 PROGRESS_TABLE = "vk_migrate_progress"
@@ -77,6 +104,10 @@ class TableMigration:
     target_rows: int | None = None
     source_checksum: str | None = None
     target_checksum: str | None = None
+    #: The target mirror's name when the rows went into a mirror (``target_mirror=``).
+    mirror: str | None = None
+    #: For a mirror: the :class:`~sqlalchemy_vectorknobs.DriftReport` of the verification.
+    drift: Any = None
 
     @property
     def verified(self) -> bool:
@@ -87,14 +118,24 @@ class TableMigration:
         """True unless the verification ran and found a difference."""
         if not self.verified:
             return True
+        if self.drift is not None and not self.drift.ok:
+            return False
         return self.source_rows == self.target_rows and self.source_checksum == self.target_checksum
 
     def __str__(self) -> str:
         start = "" if self.resumed_after is None else f" (resumed after key {self.resumed_after!r})"
-        text = f"{self.table}: {self.copied} row(s) copied in {self.batches} batch(es){start}"
+        into = "" if self.mirror is None else f" -> mirror '{self.mirror}'"
+        text = f"{self.table}{into}: {self.copied} row(s) copied in {self.batches} batch(es){start}"
         if self.created:
             text += ", table created"
-        if self.verified:
+        if self.verified and self.mirror is not None:
+            d = self.drift
+            text += (
+                f"; vectors {self.source_rows} source / {self.target_rows} mirror; {d.checked} row(s) checked: "
+                f"{len(d.missing)} missing, {len(d.extra)} extra, {len(d.mismatched)} mismatched "
+                f"({'in step' if self.ok else 'DIFFERENT'})"
+            )
+        elif self.verified:
             same = "equal" if self.source_checksum == self.target_checksum else "DIFFERENT"
             text += (
                 f"; rows {self.source_rows} source / {self.target_rows} target; vector checksum "
@@ -294,16 +335,19 @@ def _prepare_target(conn: Connection, source: sa.Table, create: bool) -> tuple[s
 
 def migrate(
     source: Engine | str | sa.URL,
-    target: Engine | str | sa.URL,
+    target: Engine | str | sa.URL | None = None,
     tables: Sequence[str] | None = None,
     *,
+    target_mirror: Any = None,
+    state: str | os.PathLike[str] | None = None,
     batch_size: int = 5000,
     progress: bool = True,
     resume: bool = True,
     verify: bool = True,
     create: bool = True,
 ) -> MigrateReport:
-    """Copy ``tables`` (default: every table with a vector column) from ``source`` to ``target``.
+    """Copy ``tables`` (default: every table with a vector column) from ``source`` to ``target``,
+    or the table of ``target_mirror``'s column into that mirror.
 
     ``source`` and ``target`` are URLs or Engines (URLs get a ``vk.create_engine`` engine). Each
     batch commits on the target together with its resume marker; ``resume=True`` continues an
@@ -311,9 +355,25 @@ def migrate(
     table a previous run started. ``verify`` compares row counts and vector checksums (see
     :func:`vector_checksum`) and the report's :attr:`MigrateReport.ok` says whether they match.
     Raises :class:`vk.MigrationError` for what cannot be copied, before writing that table.
+
+    ``target_mirror`` (instead of ``target``) is a mirror whose column belongs to a table of
+    ``source``; its rows are upserted batch by batch, a resume marker is kept in the JSON file
+    ``state`` (default: :func:`default_state_path`), ``resume=False`` ignores the marker and
+    copies every row again (upserts replace by key), and ``verify`` runs ``vk.verify`` (its
+    :class:`~sqlalchemy_vectorknobs.DriftReport` is ``TableMigration.drift``). See the module
+    docstring.
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise MigrationError(f"vk.migrate batch_size {batch_size!r} is not a positive whole number.")
+    if (target is None) == (target_mirror is None):
+        raise MigrationError("vk.migrate needs exactly one of target= (a database) or target_mirror= (a mirror).")
+    if target_mirror is not None:
+        return _migrate_into_mirror(
+            source, target_mirror, tables, state, batch_size=batch_size, progress=progress, resume=resume, verify=verify
+        )
+    if state is not None:
+        raise MigrationError("vk.migrate state= is for target_mirror=; a database target keeps its marker in vk_migrate_progress.")
+    assert target is not None
     src_engine, own_src = _engine(source, "source")
     dst_engine, own_dst = _engine(target, "target")
     report = MigrateReport()
@@ -396,3 +456,161 @@ def _migrate_table(
         with tconn.begin():  # inserts that let the database pick the key continue after the copied ones
             dialects.for_dialect(tconn.dialect).advance_key_sequence(tconn, target, target.c[pk.name])
     return entry
+
+
+# ------------------------------------------------------------------------------ into a mirror
+
+#: Version of the state file's layout.
+STATE_FORMAT = 1
+
+
+def default_state_path(mirror: Any) -> Path | None:
+    """Where :func:`migrate` keeps the resume marker of ``target_mirror=mirror`` by default.
+
+    Beside the mirror's own files: ``<path>.vkmigrate.json`` for a mirror with a file ``path``
+    (Faiss), ``vk_migrate.json`` in the directory of an embedded Chroma PersistentClient; None for
+    a mirror without local files (pass ``state=`` to keep a marker for it).
+    """
+    path = getattr(mirror, "path", None)
+    if isinstance(path, Path):
+        return path.with_name(path.name + ".vkmigrate.json")
+    get_settings = getattr(getattr(mirror, "client", None), "get_settings", None)
+    if callable(get_settings):
+        settings = get_settings()
+        directory = getattr(settings, "persist_directory", None)
+        if getattr(settings, "is_persistent", False) and directory:
+            return Path(directory) / "vk_migrate.json"
+    return None
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """The state file's runs by key (none when the file does not exist)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise MigrationError(f"The migrate state file '{path}' cannot be read ({err}); delete it to start over.") from err
+    runs = data.get("runs") if isinstance(data, dict) and data.get("format") == STATE_FORMAT else None
+    if not isinstance(runs, dict):
+        raise MigrationError(f"The file '{path}' is not a vk.migrate state file; pass another state= or delete it.")
+    return runs
+
+
+def _write_state(path: Path, runs: dict[str, Any]) -> None:
+    """Replace the state file atomically and durably (temp file, fsync, rename, fsync the directory)."""
+    from .mirrors._faiss_file import fsync_directory
+
+    directory = path.resolve().parent
+    body = json.dumps({"format": STATE_FORMAT, "runs": runs}, indent=1).encode("utf-8")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as err:
+        raise MigrationError(f"Writing the migrate state file '{path}' failed ({err}); the copied batches stay in the mirror.") from err
+    fsync_directory(directory)
+
+
+def _check_source_table(conn: Connection, mirror: Any, columns: Sequence[sa.Column[Any]]) -> None:
+    table: sa.Table = mirror.table
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(table.name, schema=table.schema):
+        raise MigrationError(f"Table {table.fullname!r} of mirror '{mirror.name}' does not exist in the source database.")
+    present = {c["name"] for c in inspector.get_columns(table.name, schema=table.schema)}
+    lacking = [c.name for c in columns if c.name not in present]
+    if lacking:
+        raise MigrationError(
+            f"Source table {table.fullname!r} lacks column(s) {', '.join(map(repr, lacking))} that mirror '{mirror.name}' copies."
+        )
+
+
+def _persist(mirror: Any) -> None:
+    """Make the batch just written durable where the mirror does not on each write (Faiss autosave=False)."""
+    save = getattr(mirror, "save", None)
+    if callable(save) and getattr(mirror, "autosave", True) is False and getattr(mirror, "path", None) is not None:
+        save()
+
+
+def _migrate_into_mirror(
+    source: Engine | str | sa.URL,
+    mirror: Any,
+    tables: Sequence[str] | None,
+    state: str | os.PathLike[str] | None,
+    *,
+    batch_size: int,
+    progress: bool,
+    resume: bool,
+    verify: bool,
+) -> MigrateReport:
+    from ._blocking import run_blocking
+    from .sync._apply import check_mirrors, plan_writes, write
+    from .sync.verify import verify as verify_mirror
+
+    (mirror,) = check_mirrors([mirror], "vk.migrate target_mirror=")
+    table: sa.Table = mirror.table
+    if tables is not None and list(tables) != [table.name]:
+        raise MigrationError(
+            f"Mirror '{mirror.name}' mirrors table {table.name!r}; pass tables=None (or [{table.name!r}]) with target_mirror=."
+        )
+    pk: sa.Column[Any] = mirror.pk_column
+    columns = [pk, mirror.column, *(table.c[n] for n in mirror.metadata_columns)]
+    state_path = Path(state) if state is not None else default_state_path(mirror)
+    src_engine, own_src = _engine(source, "source")
+    entry = TableMigration(table.name, mirror=mirror.name)
+    try:
+        source_id = _identity(src_engine)
+        key = json.dumps([source_id, table.fullname, mirror.column.name, mirror.name])
+        runs = _read_state(state_path) if state_path is not None else {}
+        with src_engine.connect() as conn:
+            _check_source_table(conn, mirror, columns)
+            after: Any = None
+            copied = 0
+            saved = runs.get(key)
+            if resume and isinstance(saved, dict):
+                if saved.get("copied") and run_blocking(mirror.count) == 0:
+                    log.warning("mirror %s is empty but %s says %s row(s) were copied: copying from the first row",
+                                mirror.name, state_path, saved.get("copied"))
+                else:
+                    after, copied = _decode_key(str(saved["last_key"]), pk), int(saved["copied"])
+                    entry.resumed_after = after
+            count = sa.select(sa.func.count()).select_from(table)
+            remaining = conn.execute(count if after is None else count.where(pk > after)).scalar_one()
+            bar = progress_bar(int(remaining), progress, f"migrate {table.name} -> {mirror.name}")
+            try:
+                for rows in _pages(conn, columns, pk, after, batch_size):
+                    pks = [row[0] for row in rows]
+                    write(mirror, plan_writes(mirror, pks, {row[0]: row._mapping for row in rows}))
+                    run_blocking(_persist, mirror)
+                    copied += len(rows)
+                    if state_path is not None:  # only after the batch is durable in the mirror
+                        runs[key] = {
+                            "source": source_id, "table": table.fullname, "column": mirror.column.name,
+                            "mirror": mirror.name, "last_key": _encode_key(pks[-1]), "copied": copied,
+                            "updated_at": time.time(),
+                        }
+                        _write_state(state_path, runs)
+                    entry.copied += len(rows)
+                    entry.batches += 1
+                    bar.update(len(rows))
+            finally:
+                bar.close()
+            conn.rollback()
+            if verify:
+                entry.source_rows = int(conn.execute(count.where(mirror.column.is_not(None))).scalar_one())
+                entry.drift = verify_mirror(conn, mirror, batch_size=batch_size, progress=progress)
+                entry.target_rows = int(run_blocking(mirror.count))
+                conn.rollback()
+    finally:
+        if own_src:
+            src_engine.dispose()
+    return MigrateReport([entry])
