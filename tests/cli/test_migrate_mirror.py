@@ -73,25 +73,26 @@ def test_20k_rows_sqlite_to_faiss_killed_then_resumed(tmp_path: Path) -> None:
     state = tmp_path / "docs.vkfaiss.vkmigrate.json"
     target = f"faiss:///{index.name}?metadata_columns=category"
     args = ["migrate", "--source", source, "--target-mirror", target, "--table", "docs", "--vector-field", "emb", "--no-progress"]
-    proc = subprocess.Popen([VECTORKNOBS, *args, "--batch-size", "250"], cwd=tmp_path, stdout=subprocess.PIPE,
+    batch = 50  # small batches (each one fsyncs the journal and the marker) so the kill lands mid-run
+    proc = subprocess.Popen([VECTORKNOBS, *args, "--batch-size", str(batch)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            if state.exists() and next(iter(json.loads(state.read_text())["runs"].values()))["copied"] >= 2_000:
+            if state.exists() and next(iter(json.loads(state.read_text())["runs"].values()))["copied"] >= 1_000:
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
     finally:
         proc.send_signal(signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"the migration finished before it could be killed: {out} {err}"
     (marker,) = json.loads(state.read_text())["runs"].values()
     done = marker["copied"]
-    assert 2_000 <= done < 20_000 and done % 250 == 0 and int(marker["last_key"]) == done
+    assert 1_000 <= done < 20_000 and done % batch == 0 and int(marker["last_key"]) == done
     killed = vk.FaissMirror(_docs(sa.MetaData()).c.emb, path=index, metadata_columns=["category"])
     # every batch the marker covers is durable in the mirror (the batch after it may be too)
     assert {pk for pk in expected if pk <= done} <= killed.ids()
-    assert killed.count() <= len([pk for pk in expected if pk <= done + 250])
+    assert killed.count() <= len([pk for pk in expected if pk <= done + batch])
     killed.close()
 
     again = vectorknobs(tmp_path, *args, "--batch-size", "5000")
