@@ -252,6 +252,26 @@ def _pages(conn: Connection, columns: Sequence[sa.Column[Any]], pk: sa.Column[An
         last = rows[-1][at]
 
 
+def _counted_pages(
+    conn: Connection, table: sa.Table, columns: Sequence[sa.Column[Any]], pk: sa.Column[Any], after: Any, size: int,
+    entry: TableMigration, progress: bool, desc: str,
+) -> Iterator[list[Any]]:
+    """:func:`_pages` of the rows after ``after``, each counted into ``entry`` and the progress bar
+    once the caller has stored it; the source transaction ends when the pages do."""
+    count = sa.select(sa.func.count()).select_from(table)
+    remaining = conn.execute(count if after is None else count.where(pk > after)).scalar_one()
+    bar = progress_bar(int(remaining), progress, desc)
+    try:
+        for rows in _pages(conn, columns, pk, after, size):
+            yield rows
+            entry.copied += len(rows)
+            entry.batches += 1
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    conn.rollback()
+
+
 def vector_checksum(bind: Engine | Connection, table: sa.Table, *, batch_size: int = 5000) -> tuple[int, str]:
     """(rows, checksum) of ``table``: an order-independent digest of every row's key and vectors.
 
@@ -435,23 +455,11 @@ def _migrate_table(
     columns = list(src.columns)
     names = [c.name for c in columns]
     key_at = names.index(pk.name)
-    remaining = sconn.execute(
-        sa.select(sa.func.count()).select_from(src).where(pk > after) if after is not None else sa.select(sa.func.count()).select_from(src)
-    ).scalar_one()
-    bar = progress_bar(int(remaining), progress, f"migrate {src.name}")
-    try:
-        for rows in _pages(sconn, columns, pk, after, batch_size):
-            last = rows[-1][key_at]
-            with tconn.begin():
-                bulk_load(tconn, target, rows, columns=names)
-                copied += len(rows)
-                _save_progress(tconn, source_id, src.name, last, copied)
-            entry.copied += len(rows)
-            entry.batches += 1
-            bar.update(len(rows))
-    finally:
-        bar.close()
-    sconn.rollback()
+    for rows in _counted_pages(sconn, src, columns, pk, after, batch_size, entry, progress, f"migrate {src.name}"):
+        with tconn.begin():
+            bulk_load(tconn, target, rows, columns=names)
+            copied += len(rows)
+            _save_progress(tconn, source_id, src.name, rows[-1][key_at], copied)
     if isinstance(target.c[pk.name].type, sa.Integer):
         with tconn.begin():  # inserts that let the database pick the key continue after the copied ones
             dialects.for_dialect(tconn.dialect).advance_key_sequence(tconn, target, target.c[pk.name])
@@ -583,30 +591,22 @@ def _migrate_into_mirror(
                 else:
                     after, copied = _decode_key(str(saved["last_key"]), pk), int(saved["copied"])
                     entry.resumed_after = after
-            count = sa.select(sa.func.count()).select_from(table)
-            remaining = conn.execute(count if after is None else count.where(pk > after)).scalar_one()
-            bar = progress_bar(int(remaining), progress, f"migrate {table.name} -> {mirror.name}")
-            try:
-                for rows in _pages(conn, columns, pk, after, batch_size):
-                    pks = [row[0] for row in rows]
-                    write(mirror, plan_writes(mirror, pks, {row[0]: row._mapping for row in rows}))
-                    run_blocking(_persist, mirror)
-                    copied += len(rows)
-                    if state_path is not None:  # only after the batch is durable in the mirror
-                        runs[key] = {
-                            "source": source_id, "table": table.fullname, "column": mirror.column.name,
-                            "mirror": mirror.name, "last_key": _encode_key(pks[-1]), "copied": copied,
-                            "updated_at": time.time(),
-                        }
-                        _write_state(state_path, runs)
-                    entry.copied += len(rows)
-                    entry.batches += 1
-                    bar.update(len(rows))
-            finally:
-                bar.close()
-            conn.rollback()
+            desc = f"migrate {table.name} -> {mirror.name}"
+            for rows in _counted_pages(conn, table, columns, pk, after, batch_size, entry, progress, desc):
+                pks = [row[0] for row in rows]
+                write(mirror, plan_writes(mirror, pks, {row[0]: row._mapping for row in rows}))
+                run_blocking(_persist, mirror)
+                copied += len(rows)
+                if state_path is not None:  # only after the batch is durable in the mirror
+                    runs[key] = {
+                        "source": source_id, "table": table.fullname, "column": mirror.column.name,
+                        "mirror": mirror.name, "last_key": _encode_key(pks[-1]), "copied": copied,
+                        "updated_at": time.time(),
+                    }
+                    _write_state(state_path, runs)
             if verify:
-                entry.source_rows = int(conn.execute(count.where(mirror.column.is_not(None))).scalar_one())
+                with_vector = sa.select(sa.func.count()).select_from(table).where(mirror.column.is_not(None))
+                entry.source_rows = int(conn.execute(with_vector).scalar_one())
                 entry.drift = verify_mirror(conn, mirror, batch_size=batch_size, progress=progress)
                 entry.target_rows = int(run_blocking(mirror.count))
                 conn.rollback()

@@ -218,19 +218,22 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path: Path) -> No
     assert _files(tmp_path) == before | {"blocker"}
 
 
-class _FailingMirror(vk.MemoryMirror):
-    """A memory mirror whose ``fail_at``-th upsert raises, like a backend going away mid-run."""
+def _failing(base: type[Any]) -> type[Any]:
+    """``base`` whose ``fail_at``-th upsert raises, like a backend going away mid-run."""
 
-    def __init__(self, column: Any, fail_at: int) -> None:
-        super().__init__(column)
-        self.calls = 0
-        self.fail_at = fail_at
+    class Failing(base):  # type: ignore[misc,valid-type]
+        def __init__(self, column: Any, fail_at: int, **options: Any) -> None:
+            super().__init__(column, **options)
+            self.calls = 0
+            self.fail_at = fail_at
 
-    def upsert(self, *args: Any, **kwargs: Any) -> int:
-        self.calls += 1
-        if self.calls == self.fail_at:
-            raise vk.MirrorError("backend went away")
-        return super().upsert(*args, **kwargs)
+        def upsert(self, *args: Any, **kwargs: Any) -> int:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise vk.MirrorError("backend went away")
+            return int(super().upsert(*args, **kwargs))
+
+    return Failing
 
 
 def test_marker_is_written_only_after_a_batch_reached_the_mirror(tmp_path: Path) -> None:
@@ -238,7 +241,7 @@ def test_marker_is_written_only_after_a_batch_reached_the_mirror(tmp_path: Path)
     expected = _fill(source, 1_000, seed=9)
     column = _docs(sa.MetaData()).c.emb
     state = tmp_path / "state.json"
-    flaky = _FailingMirror(column, fail_at=3)
+    flaky = _failing(vk.MemoryMirror)(column, fail_at=3)
     with pytest.raises(vk.MirrorError, match="went away"):
         vk.migrate(source, target_mirror=flaky, state=state, batch_size=200, progress=False)
     (marker,) = json.loads(state.read_text())["runs"].values()
@@ -254,6 +257,27 @@ def test_marker_is_written_only_after_a_batch_reached_the_mirror(tmp_path: Path)
     fresh = vk.MemoryMirror(column)
     again = vk.migrate(source, target_mirror=fresh, state=state, batch_size=500, progress=False)
     assert again.ok and again.tables[0].resumed_after is None and again.copied == 1_000 and fresh.ids() == set(expected)
+
+
+def test_faiss_without_autosave_is_saved_after_each_batch(tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path}/s.db"
+    expected = _fill(source, 1_000, seed=11)
+    column = _docs(sa.MetaData()).c.emb
+    index = tmp_path / "d.vkfaiss"
+    flaky = _failing(vk.FaissMirror)(column, fail_at=4, path=index, autosave=False)
+    with pytest.raises(vk.MirrorError, match="went away"):
+        vk.migrate(source, target_mirror=flaky, batch_size=300, progress=False)
+    # Read from disk by a second mirror before the failed one is closed (closing would save too).
+    with vk.FaissMirror(column, path=index) as on_disk:
+        assert on_disk.ids() == {pk for pk in expected if pk <= 900}
+    (marker,) = json.loads((tmp_path / "d.vkfaiss.vkmigrate.json").read_text())["runs"].values()
+    assert marker["copied"] == 900
+    flaky.close()
+    with vk.FaissMirror(column, path=index, autosave=False) as mirror:
+        report = vk.migrate(source, target_mirror=mirror, batch_size=300, progress=False)
+        assert report.ok and report.tables[0].resumed_after == 900 and report.copied == 100
+    with vk.FaissMirror(column, path=index) as on_disk:
+        assert on_disk.ids() == set(expected)
 
 
 def test_python_api_refusals(tmp_path: Path) -> None:
