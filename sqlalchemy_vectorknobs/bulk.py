@@ -13,6 +13,7 @@ calls for the whole load) rather than row by row::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import numpy as np
@@ -36,11 +37,12 @@ def _table_of(model_or_table: Any) -> sa.Table:
 
 def _rows_to_columns(
     table: sa.Table, rows: Iterable[Any], columns: Sequence[str] | None
-) -> tuple[list[str], list[list[Any]]]:
-    """Column names and one list of values per column (dict rows or tuples in column order)."""
+) -> tuple[list[str], list[Sequence[Any]], list[Any] | None]:
+    """Column names, one sequence of values per column, and the rows themselves when they are
+    tuples of the right width in that column order (dict rows or tuples in column order)."""
     materialized = rows if isinstance(rows, list) else list(rows)
     if not materialized:
-        return list(columns or []), []
+        return list(columns or []), [], None
     first = materialized[0]
     names = list(columns) if columns is not None else (list(first) if isinstance(first, dict) else [c.key for c in table.columns])
     for n in names:
@@ -54,16 +56,22 @@ def _rows_to_columns(
                 what = f"keys {sorted(row)}" if isinstance(row, dict) else f"{len(row)} values"
                 raise InvalidVectorError(f"bulk_load row {i} has {what}, but the columns are {names}.")
     if isinstance(first, dict):
-        return names, [[row[n] for row in materialized] for n in names]
-    return names, [list(values) for values in zip(*materialized)]
+        return names, [[row[n] for row in materialized] for n in names], None
+    tuples = materialized if set(map(type, materialized)) == {tuple} else None
+    return names, [list(map(itemgetter(i), materialized)) for i in range(width)], tuples
 
 
-def _check_column(type_: VectorType, values: list[Any]) -> Any:
-    """Validated values of one vector column: a 2-D float32 matrix when the rows allow it."""
-    if type_.kind is Kind.FLOAT32 and values and all(type(v) is np.ndarray for v in values):
+#: The layout SQLite (sqlite-vec) stores a float32 vector in, which numpy arrays can be bound as directly.
+_F32_LE = np.dtype("<f4")
+
+
+def _check_column(type_: VectorType, values: Sequence[Any]) -> tuple[Any, bool]:
+    """Validated values of one vector column (a 2-D float32 matrix when the rows allow it), and
+    whether the original values are little-endian float32 1-D arrays a driver can bind as they are."""
+    if type_.kind is Kind.FLOAT32 and values and set(map(type, values)) == {np.ndarray}:
         # One C-level concatenate of rows that all have one 1-D shape (np.stack pays ~10 us a row
         # in Python); ragged or multi-dimensional rows take the per-row path, which names the bad row.
-        shapes = {v.shape for v in values}
+        shapes = set(map(attrgetter("shape"), values))
         matrix = None
         if len(shapes) == 1 and len(next(iter(shapes))) == 1:
             matrix = np.concatenate(values).reshape(len(values), -1)
@@ -75,16 +83,18 @@ def _check_column(type_: VectorType, values: list[Any]) -> Any:
                 )
             with np.errstate(over="ignore", invalid="ignore"):
                 matrix = matrix.astype(np.float32, copy=False)
-                bad = np.flatnonzero(~np.isfinite(matrix.sum(axis=1, dtype=np.float64)))
-            if not bad.size and matrix.shape[1]:
-                return matrix
+                # max/min propagate NaN and show an infinity: two reductions, no temporary array.
+                finite = matrix.shape[1] == 0 or bool(np.isfinite(matrix.max()) and np.isfinite(matrix.min()))
+            if finite and matrix.shape[1]:
+                bindable = set(map(attrgetter("dtype"), values)) == {_F32_LE} and set(map(attrgetter("strides"), values)) == {(4,)}
+                return matrix, bindable
     out = []
     for i, value in enumerate(values):
         try:
             out.append(None if value is None else type_.check(value))
         except VectorKnobsError as err:
             raise type(err)(f"{str(err).rstrip('.')} (bulk_load row {i}); nothing was written.") from None
-    return out
+    return out, False
 
 
 def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns: Sequence[str] | None = None) -> int:
@@ -94,20 +104,25 @@ def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns:
     column type accepts; they are all validated first, so a bad row writes nothing.
     """
     table = _table_of(model_or_table)
-    names, values = _rows_to_columns(table, rows, columns)
+    names, values, tuples = _rows_to_columns(table, rows, columns)
     if not values:
         return 0
-    checked = []
+    checked: list[Any] = []
+    bindable = tuples is not None
     for name, column in zip(names, values):
         type_ = table.c[name].type
-        checked.append(_check_column(type_, column) if isinstance(type_, VectorType) else column)
+        if isinstance(type_, VectorType):
+            column, as_is = _check_column(type_, column)
+            bindable = bindable and as_is
+        checked.append(column)
+    as_given = tuples if bindable else None
     if isinstance(target, Engine):
         with target.begin() as conn:
-            return _load(conn, table, names, checked)
+            return _load(conn, table, names, checked, as_given)
     conn = target.connection() if not isinstance(target, Connection) else target
-    return _load(conn, table, names, checked)
+    return _load(conn, table, names, checked, as_given)
 
 
-def _load(conn: Connection, table: sa.Table, names: list[str], columns: list[Any]) -> int:
-    count: int = dialects.for_dialect(conn.dialect).bulk_load(conn, table, names, columns)
+def _load(conn: Connection, table: sa.Table, names: list[str], columns: list[Any], rows: list[Any] | None) -> int:
+    count: int = dialects.for_dialect(conn.dialect).bulk_load(conn, table, names, columns, rows=rows)
     return count

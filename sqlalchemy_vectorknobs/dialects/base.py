@@ -126,8 +126,13 @@ class DialectSupport(Protocol):
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         """(plan text, indexes used, vector indexes used) for ``stmt``."""
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
-        """Write validated columns (one sequence, or float32 matrix, per name) the fastest way; return the count."""
+    def bulk_load(
+        self, connection: Connection, table: Any, names: list[str], columns: list[Any], *, rows: list[Any] | None = None
+    ) -> int:
+        """Write validated columns (one sequence, or float32 matrix, per name) the fastest way; return the count.
+
+        ``rows``, when given, are the same values as the caller's tuples in ``names`` order, each
+        vector a little-endian float32 1-D array (bindable as a buffer without encoding)."""
 
     def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
         """After rows were written with explicit keys: make the column's generator continue past them."""

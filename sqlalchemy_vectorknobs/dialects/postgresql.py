@@ -388,7 +388,9 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         )
         connection.execute(stmt, {"table": q.format_table(table), "column": column.name})
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
+    def bulk_load(
+        self, connection: Connection, table: Any, names: list[str], columns: list[Any], *, rows: list[Any] | None = None
+    ) -> int:
         """COPY ... FORMAT BINARY on psycopg 3 and asyncpg; batched INSERTs on other drivers."""
 
         def wrap(type_: Any, values: Any) -> Any:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -254,21 +255,31 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
     def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
         return None  # an INTEGER PRIMARY KEY continues after max(rowid) by itself
 
-    def bulk_load(self, connection: Connection, table: Any, names: list[str], columns: list[Any]) -> int:
-        """Batched ``executemany`` of pre-encoded BLOBs on the connection's own transaction."""
+    def bulk_load(
+        self, connection: Connection, table: Any, names: list[str], columns: list[Any], *, rows: list[Any] | None = None
+    ) -> int:
+        """Batched ``executemany`` on the connection's own transaction: the caller's tuples as they
+        are when their vectors are float32 arrays (SQLite binds an array's buffer as the BLOB
+        sqlite-vec reads), else rows zipped from the encoded columns."""
         q = connection.dialect.identifier_preparer
         sql = (
             f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(n) for n in names)}) "
             f"VALUES ({', '.join('?' for _ in names)})"
         )
-        encoded = list(zip(*(_sqlite_column(table.c[n].type, values) for n, values in zip(names, columns))))
+        count = len(columns[0]) if columns else 0
+        batches: Iterator[Any]
+        if rows is not None:
+            batches = (rows[start : start + BULK_BATCH] for start in range(0, count, BULK_BATCH))
+        else:
+            encoded = zip(*(_sqlite_column(table.c[n].type, values) for n, values in zip(names, columns)))
+            batches = iter(lambda: list(itertools.islice(encoded, BULK_BATCH)), [])
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            for start in range(0, len(encoded), BULK_BATCH):
-                cursor.executemany(sql, encoded[start : start + BULK_BATCH])
+            for batch in batches:
+                cursor.executemany(sql, batch)
         finally:
             cursor.close()
-        return len(encoded)
+        return count
 
     def inspect(self, connection: Connection) -> VectorInventory:
         from ..inspection import VectorColumnInfo, VectorIndexInfo, VectorInventory

@@ -208,6 +208,51 @@ def test_bulk_load_fixed_width_rows_read_back_equal(
         backend.run(md.drop_all)
 
 
+@pytest.mark.parametrize(
+    "layout",
+    ["rows-of-a-matrix", "strided", "big-endian", "float64", "list-rows"],
+)
+def test_bulk_load_tuples_of_any_array_layout_read_back_equal(backend: Backend, layout: str) -> None:
+    """Tuples of little-endian float32 rows are handed to SQLite's executemany as they are (their
+    buffers are the BLOBs); every other layout is converted first. All must read back equal."""
+    md = sa.MetaData()
+    t = make(md, dim=16)
+    backend.run(md.create_all)
+    base = np.random.default_rng(21).standard_normal((3_000, 32)).astype(np.float32)
+    expected = base[:, ::2].copy()
+    vectors: list[np.ndarray] = {
+        "rows-of-a-matrix": list(expected),
+        "strided": list(base[:, ::2]),
+        "big-endian": list(expected.astype(">f4")),
+        "float64": list(expected.astype(np.float64)),
+        "list-rows": list(expected),
+    }[layout]
+    rows: list[Any] = [(i, f"r{i}", v) for i, v in enumerate(vectors)]
+    if layout == "list-rows":
+        rows = [list(r) for r in rows]
+    try:
+        assert backend.run(lambda c: vk.bulk_load(c, t, rows)) == len(rows)
+        got = backend.run(lambda c: c.execute(sa.select(t.c.id, t.c.label, t.c.embedding).order_by(t.c.id)).all())
+        assert [(r.id, r.label) for r in got] == [(i, f"r{i}") for i in range(len(rows))]
+        np.testing.assert_array_equal(np.stack([r.embedding for r in got]), expected)
+    finally:
+        backend.run(md.drop_all)
+
+
+def test_bulk_load_tuple_rows_with_an_infinity_write_nothing(backend: Backend) -> None:
+    md = sa.MetaData()
+    t = make(md)
+    backend.run(md.create_all)
+    try:
+        rows = [(i, None, np.ones(8, dtype=np.float32)) for i in range(2_000)]
+        rows[1_234] = (1_234, None, np.array([1, 2, np.inf, 4, 5, 6, 7, 8], dtype=np.float32))
+        with pytest.raises(vk.InvalidVectorError, match=r"\(bulk_load row 1234\); nothing was written\.$"):
+            backend.run(lambda c: vk.bulk_load(c, t, rows))
+        assert backend.run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar()) == 0
+    finally:
+        backend.run(md.drop_all)
+
+
 def test_bulk_load_validates_every_row_before_writing(any_backend: Backend) -> None:
     md = sa.MetaData()
     t = make(md)
