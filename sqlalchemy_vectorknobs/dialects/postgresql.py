@@ -400,7 +400,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
             cls = _VALUE_CLASS[kind]
             return [None if v is None else cls(v) for v in values]
 
-        def rows() -> list[tuple[Any, ...]]:
+        def row_tuples() -> list[tuple[Any, ...]]:
             return list(zip(*(wrap(table.c[n].type, values) for n, values in zip(names, columns))))
 
         count = len(columns[0]) if columns else 0
@@ -426,7 +426,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
                             copy.write(chunk)
                         return count
                     copy.set_types([oids[n] for n in names])
-                    for row in rows():
+                    for row in row_tuples():
                         copy.write_row(row)
             return count
         if driver == "asyncpg":
@@ -436,7 +436,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
             async def copy_records(conn: Any) -> None:
                 await conn.copy_records_to_table(table.name, records=records, columns=names, schema_name=table.schema)
 
-            records = rows()
+            records = row_tuples()
             dbapi_conn.run_async(copy_records)  # type: ignore[union-attr]
             return count
         from sqlalchemy import insert
