@@ -65,29 +65,28 @@ def _rows_to_columns(
 _F32_LE = np.dtype("<f4")
 
 
-def _check_column(type_: VectorType, values: Sequence[Any]) -> tuple[Any, bool]:
-    """Validated values of one vector column (a 2-D float32 matrix when the rows allow it), and
-    whether the original values are little-endian float32 1-D arrays a driver can bind as they are."""
+def _check_column(type_: VectorType, values: Sequence[Any], *, want_matrix: bool) -> tuple[Any, bool]:
+    """Validated values of one vector column, and whether they are the caller's little-endian float32
+    1-D arrays, which a driver can bind as they are. The values come back as a 2-D float32 matrix
+    when the rows allow it and ``want_matrix`` (or they need converting); else as given."""
     if type_.kind is Kind.FLOAT32 and values and set(map(type, values)) == {np.ndarray}:
-        # One C-level concatenate of rows that all have one 1-D shape (np.stack pays ~10 us a row
-        # in Python); ragged or multi-dimensional rows take the per-row path, which names the bad row.
         shapes = set(map(attrgetter("shape"), values))
-        matrix = None
-        if len(shapes) == 1 and len(next(iter(shapes))) == 1:
-            matrix = np.concatenate(values).reshape(len(values), -1)
-        if matrix is not None and matrix.ndim == 2 and matrix.dtype.kind == "f":
-            if type_.dim is not None and matrix.shape[1] != type_.dim:
+        if len(shapes) == 1 and len(shape := next(iter(shapes))) == 1 and shape[0]:
+            if type_.dim is not None and shape[0] != type_.dim:
                 raise DimensionMismatchError(
-                    f"{type_.subject} expects {type_.dim} dimensions, got {matrix.shape[1]} (bulk_load row 0); "
-                    "nothing was written."
+                    f"{type_.subject} expects {type_.dim} dimensions, got {shape[0]} (bulk_load row 0); nothing was written."
                 )
-            with np.errstate(over="ignore", invalid="ignore"):
-                matrix = matrix.astype(np.float32, copy=False)
-                # max/min propagate NaN and show an infinity: two reductions, no temporary array.
-                finite = matrix.shape[1] == 0 or bool(np.isfinite(matrix.max()) and np.isfinite(matrix.min()))
-            if finite and matrix.shape[1]:
-                bindable = set(map(attrgetter("dtype"), values)) == {_F32_LE} and set(map(attrgetter("strides"), values)) == {(4,)}
-                return matrix, bindable
+            bindable = set(map(attrgetter("dtype"), values)) == {_F32_LE} and set(map(attrgetter("strides"), values)) == {(4,)}
+            if bindable and not want_matrix and _finite_base(values):
+                return values, True
+            # One C-level concatenate of the rows (np.stack pays ~10 us a row in Python).
+            matrix = np.concatenate(values).reshape(len(values), -1)
+            if matrix.dtype.kind == "f":
+                with np.errstate(over="ignore", invalid="ignore"):
+                    matrix = matrix.astype(np.float32, copy=False)
+                    if _finite(matrix):
+                        return (matrix if want_matrix or not bindable else values), bindable
+    # Anything else (or a bad value) row by row, which names the bad row.
     out = []
     for i, value in enumerate(values):
         try:
@@ -95,6 +94,20 @@ def _check_column(type_: VectorType, values: Sequence[Any]) -> tuple[Any, bool]:
         except VectorKnobsError as err:
             raise type(err)(f"{str(err).rstrip('.')} (bulk_load row {i}); nothing was written.") from None
     return out, False
+
+
+def _finite(matrix: np.ndarray) -> bool:
+    # max/min propagate NaN and show an infinity: two reductions, no temporary array.
+    return bool(np.isfinite(matrix.max()) and np.isfinite(matrix.min()))
+
+
+def _finite_base(values: Sequence[np.ndarray]) -> bool:
+    """Whether float32 rows are all views of one finite float32 array (``list(matrix)``, rows of a
+    matrix): then that array is checked in place instead of copying the rows into a new one. A
+    non-finite value anywhere in it answers False and the rows are checked by themselves."""
+    bases = set(map(id, map(attrgetter("base"), values)))
+    base = values[0].base
+    return len(bases) == 1 and isinstance(base, np.ndarray) and base.dtype == _F32_LE and base.size > 0 and _finite(base)
 
 
 def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns: Sequence[str] | None = None) -> int:
@@ -107,12 +120,18 @@ def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns:
     names, values, tuples = _rows_to_columns(table, rows, columns)
     if not values:
         return 0
+    if isinstance(target, (Engine, Connection)):
+        dialect = target.dialect
+    else:
+        dialect = target.get_bind(clause=table).dialect
+    # The caller's arrays as they are only for a dialect that binds them and rows it can pass on unchanged.
+    want_matrix = tuples is None or not dialects.for_dialect(dialect).bulk_binds_arrays
     checked: list[Any] = []
     bindable = tuples is not None
     for name, column in zip(names, values):
         type_ = table.c[name].type
         if isinstance(type_, VectorType):
-            column, as_is = _check_column(type_, column)
+            column, as_is = _check_column(type_, column, want_matrix=want_matrix)
             bindable = bindable and as_is
         checked.append(column)
     as_given = tuples if bindable else None

@@ -18,6 +18,8 @@ class DialectSupport(Protocol):
     """What the rest of the package may ask of a dialect."""
 
     name: str
+    #: ``bulk_load`` writes a float32 vector column from the caller's arrays themselves (no matrix needed).
+    bulk_binds_arrays: bool
 
     def col_spec(self, type_: VectorType) -> str:
         """DDL type for a vector column (raise UnsupportedDialectError if it cannot be stored)."""

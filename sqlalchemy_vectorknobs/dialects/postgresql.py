@@ -261,6 +261,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
     """:class:`~.base.DialectSupport` for PostgreSQL with the pgvector extension."""
 
     name = "postgresql"
+    bulk_binds_arrays = False
 
     def col_spec(self, type_: VectorType) -> str:
         base = _SQL_TYPE[type_.kind]

@@ -150,6 +150,7 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
     """:class:`~.base.DialectSupport` for SQLite with the sqlite-vec extension."""
 
     name = "sqlite"
+    bulk_binds_arrays = True
 
     def col_spec(self, type_: VectorType) -> str:
         if type_.kind is Kind.SPARSE:

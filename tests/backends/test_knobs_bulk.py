@@ -253,6 +253,25 @@ def test_bulk_load_tuple_rows_with_an_infinity_write_nothing(backend: Backend) -
         backend.run(md.drop_all)
 
 
+def test_bulk_load_rows_of_a_matrix_with_a_nan_elsewhere(backend: Backend) -> None:
+    """Rows that are views of one matrix are checked through that matrix; a NaN in a row of it that
+    is not loaded must not reject the load, and one in a loaded row must name that row."""
+    md = sa.MetaData()
+    t = make(md)
+    backend.run(md.create_all)
+    matrix = np.random.default_rng(8).standard_normal((1_000, 8)).astype(np.float32)
+    matrix[999, 3] = np.nan
+    try:
+        assert backend.run(lambda c: vk.bulk_load(c, t, [(i, None, matrix[i]) for i in range(999)])) == 999
+        got = backend.run(lambda c: c.execute(sa.select(t.c.embedding).order_by(t.c.id)).scalars().all())
+        np.testing.assert_array_equal(np.stack(got), matrix[:999])
+        with pytest.raises(vk.InvalidVectorError, match=r"\(bulk_load row 999\); nothing was written\.$"):
+            backend.run(lambda c: vk.bulk_load(c, t, [(1_000 + i, None, v) for i, v in enumerate(matrix)]))
+        assert backend.run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar()) == 999
+    finally:
+        backend.run(md.drop_all)
+
+
 def test_bulk_load_validates_every_row_before_writing(any_backend: Backend) -> None:
     md = sa.MetaData()
     t = make(md)
