@@ -562,7 +562,12 @@ def section_overhead(ctx: Ctx) -> SectionResult:
 
 def section_mirrors(ctx: Ctx) -> SectionResult:
     import bench_mirrors as bm
+    import faiss
 
+    # One OpenMP thread for the raw calls and the mirror alike (the mirror's writes run in a worker
+    # thread that takes the committing thread's count): on two cores shared with PostgreSQL,
+    # OpenMP's spinning threads made both sides' timings swing several-fold from round to round.
+    faiss.omp_set_num_threads(1)
     m = ctx.mode
     engines = {"SQLite": vk.create_engine(f"sqlite:///{ctx.tmp}/mirrors.db"), "PostgreSQL": ctx.pg}
     results, extra = [], {}

@@ -61,7 +61,7 @@ Persistence
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +178,19 @@ class FaissMirror(BaseMirror):
     def faiss_index(self) -> Any:
         """The underlying Faiss index (read it, do not modify it behind the mirror's back)."""
         return self._index
+
+    def thread_settings(self) -> Callable[[], None]:
+        """Called in the thread that commits: a function that gives another thread that thread's
+        Faiss OpenMP thread count. ``vk.attach`` and ``vk.drain`` run mirror writes in a worker
+        thread (for their ``timeout``); a new thread starts at OpenMP's process default, so without
+        this a ``faiss.omp_set_num_threads(1)`` made by the application would not hold there."""
+        faiss, threads = self._faiss, self._faiss.omp_get_max_threads()
+
+        def apply() -> None:
+            if faiss.omp_get_max_threads() != threads:
+                faiss.omp_set_num_threads(threads)
+
+        return apply
 
     # ------------------------------------------------------------------ index construction
 

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,14 +203,23 @@ def write(mirror: Any, plan: Planned, timeout: float | None = None) -> None:
     The thread cannot be stopped; if the call finishes later, the versions it carries keep it
     from overwriting anything newer.
     """
+    # Per-thread settings of the caller the mirror's library needs in the worker (Faiss's OpenMP
+    # thread count: a new thread starts at the process default, not at what the caller set).
+    carry = getattr(mirror, "thread_settings", None)
+    setup: Callable[[], None] = carry() if callable(carry) else _nothing
     if plan.upsert_ids:
-        run_blocking(_timed, _upsert, mirror, plan, timeout)
+        run_blocking(_timed, _upsert, mirror, plan, timeout, setup)
     if plan.delete_ids:
-        run_blocking(_timed, _delete, mirror, plan, timeout)
+        run_blocking(_timed, _delete, mirror, plan, timeout, setup)
 
 
-def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None) -> None:
+def _nothing() -> None:
+    return None
+
+
+def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None, setup: Callable[[], None] = _nothing) -> None:
     if timeout is None:
+        setup()
         fn(mirror, plan)
         return
     outcome: list[BaseException] = []
@@ -218,6 +227,7 @@ def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None) -> None:
 
     def run() -> None:
         try:
+            setup()
             fn(mirror, plan)
         except BaseException as err:  # handed to the caller below
             outcome.append(err)

@@ -501,3 +501,37 @@ def test_session_joined_to_an_outer_transaction(sync_env: SyncEnv) -> None:
     assert env.committed() == {}
     report = env.orm(lambda s: vks.verify(s, mirror, repair=True))  # documented: verify repairs it
     assert report.extra == [1] and mirror.ids() == set()
+
+
+def test_faiss_writes_in_the_worker_thread_keep_the_callers_openmp_threads(sqlite_env: SyncEnv) -> None:
+    """vk.attach runs mirror writes in a worker thread (for its timeout); Faiss's OpenMP thread
+    count there must be the committing thread's, not the process default a new thread starts at."""
+    faiss = pytest.importorskip("faiss")
+    import threading
+
+    Doc = sqlite_env.Doc
+    mirror = vk.FaissMirror(Doc.embedding, kind="hnsw", metadata_columns=["category"])
+    seen: list[tuple[str, int]] = []
+    real = mirror.upsert
+
+    def upsert(*args: object, **kwargs: object) -> int:
+        seen.append((threading.current_thread().name, faiss.omp_get_max_threads()))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    mirror.upsert = upsert  # type: ignore[method-assign]
+    sqlite_env.attach([mirror])
+    before = faiss.omp_get_max_threads()
+    wanted = before + 1  # a count no new thread starts with by default
+    try:
+        faiss.omp_set_num_threads(wanted)
+
+        def insert(s: Session) -> None:
+            s.add_all([Doc(id=i, category="a", embedding=vec(i)) for i in range(1, 11)])
+            s.commit()
+
+        sqlite_env.orm(insert)
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert seen and all(name.startswith("vectorknobs-mirror-write") for name, _ in seen), seen
+    assert [threads for _, threads in seen] == [wanted] * len(seen)
+    assert mirror.ids() == set(range(1, 11))
