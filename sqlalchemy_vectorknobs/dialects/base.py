@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.engine import URL, Connection, Engine
@@ -138,6 +138,15 @@ class DialectSupport(Protocol):
 
     def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
         """After rows were written with explicit keys: make the column's generator continue past them."""
+
+    def in_values(self, column: Any, values: Sequence[Any]) -> Any:
+        """``column IN values`` for long lists of keys, in the form the driver handles best."""
+
+    def insert_many_returning(
+        self, connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], returning: Sequence[Any]
+    ) -> list[Any]:
+        """INSERT ``rows`` (dicts with the same keys) plus ``constants`` (SQL expressions) into ``table``; the
+        ``returning`` columns of every inserted row, in no particular order."""
 
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""

@@ -12,7 +12,7 @@ import importlib
 import inspect
 import itertools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -255,6 +255,14 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
 
     def advance_key_sequence(self, connection: Connection, table: Any, column: Any) -> None:
         return None  # an INTEGER PRIMARY KEY continues after max(rowid) by itself
+
+    def in_values(self, column: Any, values: Sequence[Any]) -> Any:
+        return column.in_(list(values))
+
+    def insert_many_returning(
+        self, connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], returning: Sequence[Any]
+    ) -> list[Any]:
+        return list(connection.execute(table.insert().values(**constants).returning(*returning), list(rows)))
 
     def bulk_load(
         self, connection: Connection, table: Any, names: list[str], columns: list[Any], *, rows: list[Any] | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import dialects
 from .._blocking import run_blocking
 from ..exc import InvalidMirrorError, MirrorError
 
@@ -102,9 +103,10 @@ def read_rows(conn: sa.Connection, mirrors: Sequence[Any], pks: Iterable[Any]) -
     cols = _columns(table, mirrors)
     keys = list(dict.fromkeys(pks))
     out: dict[Any, Mapping[Any, Any]] = {}
+    support = dialects.for_dialect(conn.dialect)
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
-        for row in conn.execute(sa.select(*cols).where(pk.in_(chunk))).mappings():
+        for row in conn.execute(sa.select(*cols).where(support.in_values(pk, chunk))).mappings():
             out[row[pk.name]] = row
     return out
 

@@ -62,6 +62,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, scoped_session, sessionmaker
 
+from .. import dialects
 from ..exc import InvalidMirrorError, MirrorSyncError
 from . import outbox as _outbox
 from ._apply import (
@@ -147,11 +148,9 @@ class _Buffer:
         self.add(other.changes, other.versions, other.known, other.conns, other.outbox_ids)
 
 
-# Constants are SQL literals, not parameters: a multi-row INSERT ... RETURNING with fewer
-# parameters per row measured 1.7x faster on PostgreSQL (and the statement stays cacheable).
-_OUTBOX_INSERT = _outbox.outbox_table.insert().values(
-    attempts=sa.literal_column("0"), available_at=sa.literal_column("0.0"), dead=sa.literal_column("0")
-)
+# Constants are SQL literals, not parameters: fewer parameters per row (a multi-row INSERT with
+# them measured 1.7x faster on PostgreSQL).
+_OUTBOX_CONSTANTS: dict[str, Any] = {"attempts": sa.literal_column("0"), "available_at": sa.literal_column("0.0"), "dead": sa.literal_column("0")}
 
 
 def _transaction_boundary(transaction: SessionTransaction | None) -> SessionTransaction | None:
@@ -306,12 +305,14 @@ class Attachment:
             for index, pk in keys
         ]
         t = _outbox.outbox_table
-        stmt = _OUTBOX_INSERT
         # Each (mirror, pk) appears once here, so the returned rows map back without asking the
         # database to keep the parameters' order (which costs as much as the INSERT on SQLite).
         where = {(row["mirror"], row["pk"]): key for row, key in zip(rows, keys)}
         out: dict[int, dict[Any, int]] = {}
-        for row_id, mirror, pk_text in conn.execute(stmt.returning(t.c.id, t.c.mirror, t.c.pk), rows):
+        inserted = dialects.for_dialect(conn.dialect).insert_many_returning(
+            conn, t, rows, _OUTBOX_CONSTANTS, (t.c.id, t.c.mirror, t.c.pk)
+        )
+        for row_id, mirror, pk_text in inserted:
             index, pk = where[(mirror, pk_text)]
             out.setdefault(index, {})[pk] = int(row_id)
         return out

@@ -40,6 +40,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .. import dialects
 from .._blocking import in_greenlet
 from ..exc import InvalidMirrorError
 from ._apply import (
@@ -256,8 +257,9 @@ def drain(
     base = sa.select(t).where(t.c.mirror.in_(list(by_name)), t.c.dead == 0)
     if ids is not None:
         wanted = sorted(set(ids))
+        support = dialects.for_dialect(engine.dialect)
         batches: Iterable[Any] = (
-            base.where(t.c.id.in_(wanted[i : i + batch_size])) for i in range(0, len(wanted), batch_size)
+            base.where(support.in_values(t.c.id, wanted[i : i + batch_size])) for i in range(0, len(wanted), batch_size)
         )
         for q in batches:
             with engine.begin() as conn:
@@ -363,8 +365,9 @@ def _process(
         else:
             applied.extend(int(row.id) for row in members[name])
     t = outbox_table
+    support = dialects.for_dialect(conn.dialect)
     for start in range(0, len(applied), CHUNK):
-        conn.execute(t.delete().where(t.c.id.in_(applied[start : start + CHUNK])))
+        conn.execute(t.delete().where(support.in_values(t.c.id, applied[start : start + CHUNK])))
     report.applied += len(applied)
     if not failed:
         return

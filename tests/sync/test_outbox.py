@@ -268,3 +268,60 @@ def test_drain_refuses_bad_arguments(sqlite_env: SyncEnv) -> None:
         vks.drain("sqlite://", [mirror])
     assert vks.drain(engine, []).applied == 0
     assert vks.drain(sa.orm.sessionmaker(engine), [mirror]).remaining == 0
+
+
+@pytest.fixture(params=["sqlite", "pg-psycopg"])
+def sync_backend(request: pytest.FixtureRequest) -> Any:
+    from ..conftest import _get_backend
+
+    return _get_backend(request, request.param)
+
+
+@pytest.mark.parametrize("key_kind", ["text", "uuid"])
+def test_outbox_with_text_and_uuid_keys(sync_backend: Any, key_kind: str) -> None:
+    """Outbox rows are inserted in one statement per flush and read back / acked by key lists
+    (PostgreSQL: one array parameter); text and UUID primary keys must survive the round trip."""
+    import uuid
+
+    from sqlalchemy.orm import DeclarativeBase, mapped_column, sessionmaker
+
+    class Base(DeclarativeBase):
+        pass
+
+    key_type: Any = sa.String(40) if key_kind == "text" else sa.Uuid()
+
+    class Item(Base):
+        __tablename__ = unique("outbox_keys")
+        key = mapped_column(key_type, primary_key=True)
+        category = mapped_column(sa.String(8))
+        embedding = mapped_column(vk.Vector(8))
+
+    engine = sync_backend.engine
+    Base.metadata.create_all(engine)
+    vks.create_outbox(engine)
+    mirror = vk.MemoryMirror(Item.embedding, metadata_columns=["category"])
+    maker = sessionmaker(engine, expire_on_commit=False)
+    keys: list[Any] = [f"k-{i}" if key_kind == "text" else uuid.UUID(int=i + 1) for i in range(1_200)]
+    try:
+        with vks.attach(maker, [mirror], outbox=True):
+            with maker() as s:
+                s.add_all([Item(key=k, category="ab"[i % 2], embedding=vec(i)) for i, k in enumerate(keys)])
+                s.commit()
+            with maker() as s:
+                for i, k in enumerate(keys[:700]):
+                    s.get(Item, k).embedding = vec(i, 1)
+                s.delete(s.get(Item, keys[-1]))
+                s.commit()
+        with engine.connect() as conn:
+            rows = {r.key: r for r in conn.execute(sa.select(Item.__table__))}
+            t = vks.outbox_table
+            left = conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.mirror == mirror.name)).scalar_one()
+        assert left == 0
+        assert mirror.ids() == set(rows) == set(keys[:-1])
+        stored = mirror.get(list(rows))
+        for k, row in rows.items():
+            np.testing.assert_allclose(stored[k], row.embedding, atol=1e-6)
+        with Session(engine) as session:
+            assert vk.verify(session, mirror).ok
+    finally:
+        Base.metadata.drop_all(engine)
