@@ -337,11 +337,15 @@ def section_binary(ctx: Ctx) -> SectionResult:
     for cand, rec, _ in env.results["bq"]:
         key = "default" if cand == env.results["bq"][0][0] else str(cand)
         recalls[f"candidates={cand}"] = rec
+        # The target is judged at the default (the operating point vk.nearest uses); the smaller
+        # candidate counts are the trade-off curve, shown for information.
+        default = key == "default"
         results.append(
-            Result("binary", f"SQLite binary-quantized + re-rank, candidates={cand}{' (default)' if key == 'default' else ''}, "
+            Result("binary", f"SQLite binary-quantized + re-rank, candidates={cand}{' (default)' if default else ' (information)'}, "
                    f"recall@10 {rec:.3f}, vs faiss IndexFlatIP", "vk.nearest on VectorIndex(precision='binary')",
-                   "faiss IndexFlatIP, 1 thread", "ms/query", ms[key], ms["faiss"], target="<= 3",
-                   condition=rec >= bs.TARGET_BQ_RECALL, note=f"recall@10 {rec:.3f} (needs >= 0.95)")
+                   "faiss IndexFlatIP, 1 thread", "ms/query", ms[key], ms["faiss"], target="<= 3" if default else "",
+                   condition=(rec >= bs.TARGET_BQ_RECALL) if default else None,
+                   note=f"recall@10 {rec:.3f} (needs >= 0.95)" if default else f"recall@10 {rec:.3f}")
         )
     return SectionResult(results, {"binary: vk.nearest uses the binary vec0 index": True}, {"recall": recalls})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -208,6 +210,18 @@ def test_bulk_load_fixed_width_rows_read_back_equal(
         backend.run(md.drop_all)
 
 
+@contextmanager
+def made(backend: Backend, **kw: Any) -> Iterator[sa.Table]:
+    """A fresh ``make()`` table on ``backend``, dropped afterwards."""
+    md = sa.MetaData()
+    t = make(md, **kw)
+    backend.run(md.create_all)
+    try:
+        yield t
+    finally:
+        backend.run(md.drop_all)
+
+
 @pytest.mark.parametrize(
     "layout",
     ["rows-of-a-matrix", "strided", "big-endian", "float64", "list-rows"],
@@ -215,9 +229,6 @@ def test_bulk_load_fixed_width_rows_read_back_equal(
 def test_bulk_load_tuples_of_any_array_layout_read_back_equal(backend: Backend, layout: str) -> None:
     """Tuples of little-endian float32 rows are handed to SQLite's executemany as they are (their
     buffers are the BLOBs); every other layout is converted first. All must read back equal."""
-    md = sa.MetaData()
-    t = make(md, dim=16)
-    backend.run(md.create_all)
     base = np.random.default_rng(21).standard_normal((3_000, 32)).astype(np.float32)
     expected = base[:, ::2].copy()
     vectors: list[np.ndarray] = {
@@ -230,46 +241,34 @@ def test_bulk_load_tuples_of_any_array_layout_read_back_equal(backend: Backend, 
     rows: list[Any] = [(i, f"r{i}", v) for i, v in enumerate(vectors)]
     if layout == "list-rows":
         rows = [list(r) for r in rows]
-    try:
+    with made(backend, dim=16) as t:
         assert backend.run(lambda c: vk.bulk_load(c, t, rows)) == len(rows)
         got = backend.run(lambda c: c.execute(sa.select(t.c.id, t.c.label, t.c.embedding).order_by(t.c.id)).all())
         assert [(r.id, r.label) for r in got] == [(i, f"r{i}") for i in range(len(rows))]
         np.testing.assert_array_equal(np.stack([r.embedding for r in got]), expected)
-    finally:
-        backend.run(md.drop_all)
 
 
 def test_bulk_load_tuple_rows_with_an_infinity_write_nothing(backend: Backend) -> None:
-    md = sa.MetaData()
-    t = make(md)
-    backend.run(md.create_all)
-    try:
-        rows = [(i, None, np.ones(8, dtype=np.float32)) for i in range(2_000)]
-        rows[1_234] = (1_234, None, np.array([1, 2, np.inf, 4, 5, 6, 7, 8], dtype=np.float32))
+    rows = [(i, None, np.ones(8, dtype=np.float32)) for i in range(2_000)]
+    rows[1_234] = (1_234, None, np.array([1, 2, np.inf, 4, 5, 6, 7, 8], dtype=np.float32))
+    with made(backend) as t:
         with pytest.raises(vk.InvalidVectorError, match=r"\(bulk_load row 1234\); nothing was written\.$"):
             backend.run(lambda c: vk.bulk_load(c, t, rows))
         assert backend.run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar()) == 0
-    finally:
-        backend.run(md.drop_all)
 
 
 def test_bulk_load_rows_of_a_matrix_with_a_nan_elsewhere(backend: Backend) -> None:
     """Rows that are views of one matrix are checked through that matrix; a NaN in a row of it that
     is not loaded must not reject the load, and one in a loaded row must name that row."""
-    md = sa.MetaData()
-    t = make(md)
-    backend.run(md.create_all)
     matrix = np.random.default_rng(8).standard_normal((1_000, 8)).astype(np.float32)
     matrix[999, 3] = np.nan
-    try:
+    with made(backend) as t:
         assert backend.run(lambda c: vk.bulk_load(c, t, [(i, None, matrix[i]) for i in range(999)])) == 999
         got = backend.run(lambda c: c.execute(sa.select(t.c.embedding).order_by(t.c.id)).scalars().all())
         np.testing.assert_array_equal(np.stack(got), matrix[:999])
         with pytest.raises(vk.InvalidVectorError, match=r"\(bulk_load row 999\); nothing was written\.$"):
             backend.run(lambda c: vk.bulk_load(c, t, [(1_000 + i, None, v) for i, v in enumerate(matrix)]))
         assert backend.run(lambda c: c.execute(sa.select(sa.func.count()).select_from(t)).scalar()) == 999
-    finally:
-        backend.run(md.drop_all)
 
 
 def test_bulk_load_validates_every_row_before_writing(any_backend: Backend) -> None:
