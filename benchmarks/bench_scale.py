@@ -65,6 +65,15 @@ def _values(precision: str, vectors: np.ndarray) -> Any:
     return vectors > 0 if precision == "bit" else vectors
 
 
+def build_memory_mb(n: int, dim: int) -> int:
+    """maintenance_work_mem for an HNSW build of ``n`` vectors of ``dim`` (fp32 at most): room for
+    the whole graph (vector plus neighbour lists, with slack), at least 1 GB. pgvector builds much
+    faster when the graph fits ("hnsw graph no longer fits into maintenance_work_mem" otherwise):
+    at 1,000,000 x 384 with 1 GB the build took 22.8 min here."""
+    per_vector = dim * 4 + 2 * 16 * 8 + 256  # float32 values, level-0 neighbours (m=16), overhead
+    return max(1024, int(n * per_vector * 1.5 / 2**20) + 1)
+
+
 def measure_point(engine: Engine, precision: str, vectors: np.ndarray, chunk: int = 20_000) -> Point:
     """Load ``vectors`` into a fresh table of ``precision``, build HNSW, read the sizes, drop it."""
     n = vectors.shape[0]
@@ -86,7 +95,7 @@ def measure_point(engine: Engine, precision: str, vectors: np.ndarray, chunk: in
             vk.bulk_load(conn, table, rows)
     t0 = time.perf_counter()
     with engine.begin() as conn:
-        conn.exec_driver_sql("SET LOCAL maintenance_work_mem = '1GB'")
+        conn.exec_driver_sql(f"SET LOCAL maintenance_work_mem = '{build_memory_mb(n, vectors.shape[1])}MB'")
         for index in table.indexes:
             index.create(conn)
     build = time.perf_counter() - t0
