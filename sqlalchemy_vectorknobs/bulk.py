@@ -65,10 +65,10 @@ def _rows_to_columns(
 _F32_LE = np.dtype("<f4")
 
 
-def _check_column(type_: VectorType, values: Sequence[Any], *, want_matrix: bool) -> tuple[Any, bool]:
-    """Validated values of one vector column, and whether they are the caller's little-endian float32
-    1-D arrays, which a driver can bind as they are. The values come back as a 2-D float32 matrix
-    when the rows allow it and ``want_matrix`` (or they need converting); else as given."""
+def _check_column(type_: VectorType, values: Sequence[Any], *, keep_arrays: bool) -> Any:
+    """Validated values of one vector column: ``values`` itself when ``keep_arrays`` and they are
+    little-endian float32 1-D arrays (a driver binds their buffers as they are), else a 2-D float32
+    matrix when the rows allow it, else a list checked row by row."""
     if type_.kind is Kind.FLOAT32 and values and set(map(type, values)) == {np.ndarray}:
         shapes = set(map(attrgetter("shape"), values))
         if len(shapes) == 1 and len(shape := next(iter(shapes))) == 1 and shape[0]:
@@ -76,16 +76,20 @@ def _check_column(type_: VectorType, values: Sequence[Any], *, want_matrix: bool
                 raise DimensionMismatchError(
                     f"{type_.subject} expects {type_.dim} dimensions, got {shape[0]} (bulk_load row 0); nothing was written."
                 )
-            bindable = set(map(attrgetter("dtype"), values)) == {_F32_LE} and set(map(attrgetter("strides"), values)) == {(4,)}
-            if bindable and not want_matrix and _finite_base(values):
-                return values, True
+            as_is = (
+                keep_arrays
+                and set(map(attrgetter("dtype"), values)) == {_F32_LE}
+                and set(map(attrgetter("strides"), values)) == {(4,)}
+            )
+            if as_is and _finite_base(values):
+                return values
             # One C-level concatenate of the rows (np.stack pays ~10 us a row in Python).
             matrix = np.concatenate(values).reshape(len(values), -1)
             if matrix.dtype.kind == "f":
                 with np.errstate(over="ignore", invalid="ignore"):
                     matrix = matrix.astype(np.float32, copy=False)
                     if _finite(matrix):
-                        return (matrix if want_matrix or not bindable else values), bindable
+                        return values if as_is else matrix
     # Anything else (or a bad value) row by row, which names the bad row.
     out = []
     for i, value in enumerate(values):
@@ -93,7 +97,7 @@ def _check_column(type_: VectorType, values: Sequence[Any], *, want_matrix: bool
             out.append(None if value is None else type_.check(value))
         except VectorKnobsError as err:
             raise type(err)(f"{str(err).rstrip('.')} (bulk_load row {i}); nothing was written.") from None
-    return out, False
+    return out
 
 
 def _finite(matrix: np.ndarray) -> bool:
@@ -124,17 +128,14 @@ def bulk_load(target: Any, model_or_table: Any, rows: Iterable[Any], *, columns:
         dialect = target.dialect
     else:
         dialect = target.get_bind(clause=table).dialect
-    # The caller's arrays as they are only for a dialect that binds them and rows it can pass on unchanged.
-    want_matrix = tuples is None or not dialects.for_dialect(dialect).bulk_binds_arrays
+    # The caller's tuples go to the driver unchanged when the dialect binds float32 arrays as they
+    # are and every vector column passed its checks as given.
+    keep_arrays = tuples is not None and dialects.for_dialect(dialect).bulk_binds_arrays
     checked: list[Any] = []
-    bindable = tuples is not None
     for name, column in zip(names, values):
         type_ = table.c[name].type
-        if isinstance(type_, VectorType):
-            column, as_is = _check_column(type_, column, want_matrix=want_matrix)
-            bindable = bindable and as_is
-        checked.append(column)
-    as_given = tuples if bindable else None
+        checked.append(_check_column(type_, column, keep_arrays=keep_arrays) if isinstance(type_, VectorType) else column)
+    as_given = tuples if keep_arrays and all(c is v for c, v in zip(checked, values)) else None
     if isinstance(target, Engine):
         with target.begin() as conn:
             return _load(conn, table, names, checked, as_given)

@@ -52,19 +52,18 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import codec, dialects
+from ._files import replace_file
 from ._progress import progress_bar
 from .bulk import bulk_load
 from .exc import MigrationError
@@ -506,27 +505,16 @@ def _read_state(path: Path) -> dict[str, Any]:
 
 
 def _write_state(path: Path, runs: dict[str, Any]) -> None:
-    """Replace the state file atomically and durably (temp file, fsync, rename, fsync the directory)."""
-    from .mirrors._faiss_file import fsync_directory
-
-    directory = path.resolve().parent
+    """Replace the state file atomically and durably."""
     body = json.dumps({"format": STATE_FORMAT, "runs": runs}, indent=1).encode("utf-8")
+
+    def write(f: BinaryIO) -> None:
+        f.write(body)
+
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with suppress(OSError):
-                os.unlink(tmp)
-            raise
+        replace_file(path, write)
     except OSError as err:
         raise MigrationError(f"Writing the migrate state file '{path}' failed ({err}); the copied batches stay in the mirror.") from err
-    fsync_directory(directory)
 
 
 def _check_source_table(conn: Connection, mirror: Any, columns: Sequence[sa.Column[Any]]) -> None:

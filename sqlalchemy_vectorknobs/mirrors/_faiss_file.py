@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import struct
-import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import suppress
@@ -32,6 +30,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .._files import replace_file
 from .base import MirrorError
 
 __all__ = ["MAGIC", "MIN_JOURNAL_BYTES", "Journal", "Record", "read_snapshot", "write_snapshot"]
@@ -45,49 +44,20 @@ _JSON_LEN = struct.Struct("<I")
 MIN_JOURNAL_BYTES = 16 * 1024 * 1024
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make a rename durable (POSIX); platforms that cannot open directories skip it."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(path: Path, header: dict[str, Any], index: Any, faiss: Any, owner: str) -> int:
     """Write the snapshot atomically; return its size in bytes."""
-    directory = path.resolve().parent
     body = json.dumps(header, separators=(",", ":")).encode("utf-8")
+
+    def write(f: BinaryIO) -> None:
+        f.write(MAGIC)
+        f.write(_HEADER_LEN.pack(len(body)))
+        f.write(body)
+        faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise MirrorError(f"{owner} could not create a file next to '{path}': {err}.") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(_HEADER_LEN.pack(len(body)))
-            f.write(body)
-            faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
-            f.flush()
-            os.fsync(f.fileno())
-            size = f.tell()
-        with suppress(FileNotFoundError):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, Exception):
-            raise MirrorError(f"{owner} could not save to '{path}' ({err}); the previous file is unchanged.") from err
-        raise
-    fsync_directory(directory)
-    return size
+        return replace_file(path, write)
+    except Exception as err:
+        raise MirrorError(f"{owner} could not save to '{path}' ({err}); the previous file is unchanged.") from err
 
 
 def read_snapshot(path: Path, faiss: Any, owner: str) -> tuple[dict[str, Any], Any]:

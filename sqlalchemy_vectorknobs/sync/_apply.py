@@ -219,7 +219,7 @@ def _nothing() -> None:
     return None
 
 
-def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None, setup: Callable[[], None] = _nothing) -> None:
+def _timed(fn: Any, mirror: Any, plan: Planned, timeout: float | None, setup: Callable[[], None]) -> None:
     if timeout is None:
         setup()
         fn(mirror, plan)
