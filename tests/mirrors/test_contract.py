@@ -473,9 +473,17 @@ def test_close_and_reopen(kind: str, make: Callable[..., Any]) -> None:
     for pk, vec in got.items():
         np.testing.assert_allclose(vec, wl.truth[pk], rtol=1e-5, atol=1e-6)
     assert again.upsert([5], wl.vectors[:1], versions=[9]) == 0, "tombstone versions survive a reopen"
-    for q, old in zip(wl.queries[:5], before):
-        new = again.search(q, K)
-        assert [pk for pk, _ in new] == [pk for pk, _ in old]
+    if kind.startswith("faiss"):
+        # Faiss saves the index itself, so the reloaded graph answers exactly as before.
+        for q, old in zip(wl.queries[:5], before):
+            assert [pk for pk, _ in again.search(q, K)] == [pk for pk, _ in old]
+    else:
+        # Chroma rebuilds its HNSW graph from its own log on open, and an approximate graph built
+        # in another order may rank a near tie differently: judge the reopened mirror against numpy.
+        oracle = MemoryMirror(Doc.embedding, metadata_columns=["category", "rank"])
+        Workload(seed=9, n=400).apply(oracle)
+        oracle.delete([5])
+        check_against_reference(again, oracle, wl, "cosine", exact=False)
     if kind.startswith("faiss"):
         assert again.search(wl.queries[0], K, where={"category": "a"})
         assert again.metadata(7) == wl.truth_meta[7]
