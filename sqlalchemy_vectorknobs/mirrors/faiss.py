@@ -60,6 +60,7 @@ Persistence
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -423,8 +424,11 @@ class FaissMirror(BaseMirror):
                 params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
             scores, labels = inner.search(q, k_eff, params=params)
             del bits  # the selector read it during the search; keep it alive until here
-            keep = labels[0] >= 0
-            pks = self._slot_pk[labels[0][keep]].tolist()
+            slots, found = labels[0], scores[0].tolist()
+            if slots[-1] < 0:  # fewer than k_eff reachable: faiss pads with -1
+                keep = slots >= 0
+                slots, found = slots[keep], scores[0][keep].tolist()
+            pks = self._slot_pk[slots].tolist()
         else:
             if ids_arr is None and not (self._kind == "ivf" and self._trained):
                 scores, labels = self._index.search(q, k_eff)
@@ -433,9 +437,11 @@ class FaissMirror(BaseMirror):
                 if ids_arr is not None:
                     params.sel = faiss.IDSelectorBatch(ids_arr)
                 scores, labels = self._index.search(q, k_eff, params=params)
-            keep = ~((labels[0] == -1) & (np.abs(scores[0]) >= _PAD_DISTANCE))
-            pks = labels[0][keep].tolist()
-        return list(zip(pks, self._to_distances(scores[0][keep]).tolist()))
+            pks, found = labels[0].tolist(), scores[0].tolist()
+            if pks[-1] == -1:  # a selector left fewer than k_eff: faiss pads with (-1, +-FLT_MAX)
+                kept = [(pk, s) for pk, s in zip(pks, found) if not (pk == -1 and abs(s) >= _PAD_DISTANCE)]
+                pks, found = [pk for pk, _ in kept], [s for _, s in kept]
+        return self._with_distances(pks, found)
 
     def _hnsw(self) -> Any:
         """The HNSW index inside the id map (cached: downcasting costs a few microseconds per search)."""
@@ -450,13 +456,14 @@ class FaissMirror(BaseMirror):
             params = self._params_cache[ef] = self._faiss.SearchParametersHNSW(efSearch=ef)
         return params
 
-    def _to_distances(self, scores: np.ndarray) -> np.ndarray:
-        s = scores.astype(np.float64)
+    def _with_distances(self, pks: list[Any], scores: list[float]) -> list[tuple[Any, float]]:
+        """``(pk, distance)`` from faiss scores (inner products, or squared L2), in Python floats:
+        for a handful of results this is several microseconds cheaper than numpy on tiny arrays."""
         if self.distance is Distance.COSINE:
-            return 1.0 - s
+            return [(pk, 1.0 - s) for pk, s in zip(pks, scores)]
         if self.distance is Distance.INNER_PRODUCT:
-            return -s
-        return np.sqrt(np.maximum(s, 0.0))
+            return [(pk, -s) for pk, s in zip(pks, scores)]
+        return [(pk, math.sqrt(s) if s > 0.0 else 0.0) for pk, s in zip(pks, scores)]
 
     def _exact(self, query: F32, k: int, pks: list[int]) -> list[tuple[Any, float]]:
         dists = exact_distances(self._reconstruct(pks), query, self.distance)
