@@ -536,8 +536,8 @@ def _explain_extension_error(connection: Connection, err: DBAPIError) -> str:
     text = str(orig)
     if state == "42501" or re.search(r"permission denied", text, re.IGNORECASE):
         return (
-            "The current role may not create the pgvector extension; ask a superuser (or, from "
-            "PostgreSQL 13, the database owner) to run CREATE EXTENSION vector in this database, "
+            "The current role may not create the pgvector extension; ask a superuser (pgvector is "
+            "not a trusted extension, so a database owner cannot) to run CREATE EXTENSION vector in this database, "
             f"then retry (server said: {text.strip().splitlines()[0]})."
         )
     if state in ("0A000", "58P01") or re.search(r"not available|could not open extension control file", text, re.IGNORECASE):

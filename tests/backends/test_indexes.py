@@ -244,6 +244,43 @@ def test_nearest_on_orm_entities_and_aliases(backend: Backend) -> None:
         backend.run(Base.metadata.drop_all)
 
 
+def test_statements_of_one_shape_keep_their_own_query_vectors(backend: Backend) -> None:
+    """``nearest`` reuses one built statement per shape and fills in the vector: statements built
+    earlier keep theirs, and two of one shape combined in one statement are refused, not run with
+    one vector (distinct ``bindparam`` names combine correctly)."""
+    from sqlalchemy_vectorknobs import query as vk_query
+
+    md, t, _ = make_table("vector", distance="l2")
+    x = np.zeros((40, DIM["vector"]), dtype=np.float32)
+    x[:, 0] = np.arange(40)
+    backend.run(md.create_all)
+    try:
+        backend.run(lambda c: c.execute(t.insert(), [{"id": i, "cat": i % 2, "embedding": x[i]} for i in range(40)]))
+        targets = [3.2, 17.9, 30.4, 0.1]
+        stmts = [vk.nearest(t.c.embedding, np.eye(1, DIM["vector"], 0)[0] * v, k=3) for v in targets]
+        for v, stmt in reversed(list(zip(targets, stmts))):  # run in another order than built
+            got = backend.run(lambda c, stmt=stmt: c.execute(stmt).all())
+            want = np.argsort(np.abs(np.arange(40) - v), kind="stable")[:3].tolist()
+            assert [r.id for r in got] == want, v
+            assert [r.distance for r in got] == pytest.approx(np.sort(np.abs(np.arange(40) - v))[:3], abs=1e-4)
+
+        both = sa.union_all(sa.select(stmts[0].subquery().c.id), sa.select(stmts[1].subquery().c.id))
+        if vk_query._LIGHT_PARAMS:
+            with pytest.raises(sa.exc.CompileError, match="cannot be combined in one statement"):
+                backend.run(lambda c: c.execute(both).all())
+        else:  # SQLAlchemy 2.0 builds every statement anew
+            assert sorted(backend.run(lambda c: c.execute(both).scalars().all())) == [2, 3, 4, 17, 18, 19]
+        q1 = sa.bindparam("q1", np.eye(1, DIM["vector"], 0)[0].astype(np.float32) * 3.2, type_=t.c.embedding.type)
+        q2 = sa.bindparam("q2", np.eye(1, DIM["vector"], 0)[0].astype(np.float32) * 17.9, type_=t.c.embedding.type)
+        named = sa.union_all(
+            sa.select(vk.nearest(t.c.embedding, q1, k=3).subquery().c.id),
+            sa.select(vk.nearest(t.c.embedding, q2, k=3).subquery().c.id),
+        )
+        assert sorted(backend.run(lambda c: c.execute(named).scalars().all())) == [2, 3, 4, 17, 18, 19]
+    finally:
+        backend.run(md.drop_all)
+
+
 def test_bad_query_vector_fails_when_building_the_query(backend: Backend) -> None:
     md, t, _ = make_table("vector")
     with pytest.raises(vk.DimensionMismatchError, match=rf"^Column '{t.name}.embedding' expects 32 dimensions, got 2\.$"):
