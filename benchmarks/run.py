@@ -438,10 +438,11 @@ def section_hnsw(ctx: Ctx) -> SectionResult:
     results = [
         Result("hnsw", f"HNSW k=10, {len(data.rows):,} rows, m=16 efc=64, ef_search=100: ORM vs raw psycopg (same SQL)",
                "session.execute(vk.nearest(...))", "raw psycopg, identical SQL text and settings", "QPS", qps["orm"], qps["raw"],
-               target=">= 0.9", higher_is_better=True, condition=rec["orm"] >= 0.95,
-               note=f"recall@10 vk {rec['orm']:.3f}, raw {rec['raw']:.3f}; identical ids {agree}/{total}"),
+               target=">= 0.9", higher_is_better=True,
+               note=f"issue 3's target: the same SQL and settings, whatever their recall (the row at recall@10 >= 0.95 "
+               f"is below); recall@10 vk {rec['orm']:.3f}, raw {rec['raw']:.3f}; identical ids {agree}/{total}"),
         Result("hnsw", "HNSW k=10, ef_search=100: Core conn.execute vs raw psycopg", "conn.execute(vk.nearest(table.c...))",
-               "raw psycopg", "QPS", qps["core"], qps["raw"], target=">= 0.9", higher_is_better=True, condition=rec["core"] >= 0.95,
+               "raw psycopg", "QPS", qps["core"], qps["raw"], target=">= 0.9", higher_is_better=True,
                note=f"recall@10 {rec['core']:.3f}"),
         Result("hnsw", "HNSW k=10, ef_search=100: ORM, statement built once with bindparam (information)",
                "session.execute(stmt, {'q': q})", "raw psycopg", "QPS", qps["orm_once"], qps["raw"], higher_is_better=True),
