@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   full text : {', '.join(words)}")
             near = [d.title for d, _ in session.execute(vk.near_text(Doc.embedding, question, k=3))]
             print(f"   vectors   : {', '.join(near)}")
-            stmt = vk.hybrid_search(Doc, text=question, k=5)
+            stmt = vk.hybrid_search(Doc, text=question, k=5, details=True)  # rows with distance and rank too
             statements.clear()
             hits = vk.search_results(session, stmt)
             sent = len(statements)

@@ -76,9 +76,9 @@ def _wrap(rows: Sequence[Any]) -> list[VectorSearchResult]:
     out = []
     for i, row in enumerate(rows, 1):
         keys = row._fields
-        if "rank" in keys and "score" in keys:  # hybrid_search
+        if "rank" in keys and "score" in keys:  # hybrid_search(details=True)
             out.append(VectorSearchResult(row[0], row.distance, row.score, row.rank))
-        elif "score" in keys:  # text_search
+        elif "score" in keys:  # text_search, hybrid_search
             out.append(VectorSearchResult(row[0], None, row.score, i))
         else:  # nearest / near_text
             out.append(VectorSearchResult(row[0], row.distance, None, i))
@@ -399,9 +399,11 @@ def hybrid_search(
     distance: Distance | str | None = None,
     match: str = "websearch",
     config: str | None = None,
+    details: bool = False,
 ) -> sa.Select[Any]:
     """Full-text and vector search fused in one SQL statement: a ``Select`` of
-    ``(entity, distance, score, rank)``, best (highest score) first, at most ``k`` rows.
+    ``(entity, score)``, best (highest score) first, at most ``k`` rows; with ``details=True``
+    a ``Select`` of ``(entity, distance, score, rank)``.
 
     Two candidate lists, each of ``candidates`` rows (default ``max(4 * k, 40)``), both filtered
     by ``where``: the best full-text matches of ``text`` over ``text_columns`` (as
@@ -415,12 +417,14 @@ def hybrid_search(
       and ``d`` the distance, each min-max normalised within its own candidate list (1 for every
       row when a list's values are all equal), a list the row is missing from adding 0.
 
-    ``distance`` is the row's distance to the query vector (computed for text-only rows too);
     ``max_distance`` and ``min_score`` drop rows after fusion. Ties in score go to the lower
-    primary key; ``rank`` numbers the returned rows from 1::
+    primary key. ``details=True`` adds each row's ``distance`` to the query vector (computed for
+    text-only rows too) and its ``rank``, numbering the returned rows from 1::
 
         stmt = vk.hybrid_search(Doc, text="read a csv file", k=5, where=Doc.lang == "en")
-        for doc, distance, score, rank in session.execute(stmt):
+        for doc, score in session.execute(stmt):
+            ...
+        for doc, distance, score, rank in session.execute(vk.hybrid_search(Doc, text="csv", details=True)):
             ...
     """
     mapper = _mapper(entity, "vk.hybrid_search")
@@ -434,6 +438,8 @@ def hybrid_search(
         raise InvalidSearchSettingError(f"vk.hybrid_search weights={weights!r} is not valid; give two numbers (text, vector).")
     w_text, w_vec = (_number("vk.hybrid_search weights entry", w, 0) for w in weights)
     _check_text(text, "vk.hybrid_search")
+    if not isinstance(details, bool):
+        raise InvalidSearchSettingError(f"vk.hybrid_search details={details!r} is not valid; pass True or False.")
     col = _vector_column(table, mapper, vector_column)
     columns = _text_columns(table, mapper, text_columns)
     metric, index = _vector_setup(col, distance)
@@ -460,12 +466,13 @@ def hybrid_search(
     vector_attr = getattr(ent, mapper.get_property_by_column(col).key)
     exact = VectorDistance(vector_attr.__clause_element__(), q, _BY_METRIC[metric])
     dist = sa.func.coalesce(fused.c.distance, exact, type_=sa.Float)
-    stmt = sa.select(
-        ent,
-        dist.label("distance"),
-        fused.c.score.label("score"),
-        sa.func.row_number().over(order_by=(fused.c.score.desc(), pk)).label("rank"),
-    ).join_from(ent, fused, pk == fused.c.id)
+    score = fused.c.score.label("score")
+    selected: tuple[Any, ...] = (
+        (dist.label("distance"), score, sa.func.row_number().over(order_by=(fused.c.score.desc(), pk)).label("rank"))
+        if details
+        else (score,)
+    )
+    stmt = sa.select(ent, *selected).join_from(ent, fused, pk == fused.c.id)
     if max_distance is not None:
         stmt = stmt.where(dist <= _number("vk.hybrid_search max_distance", max_distance, float("-inf")))
     if min_score is not None:

@@ -132,11 +132,18 @@ def reference(
 
 
 def run_hybrid(corpus: Backend, **kw: Any) -> list[tuple[int, float, float, int]]:
+    """(id, distance, score, rank) of ``hybrid_search(details=True)``, after checking that the
+    default statement returns the same rows as ``(entity, score)`` pairs (SPEC §5)."""
     # ef_search 1000 makes PostgreSQL's HNSW candidates exact on this corpus, as the reference is.
-    stmt = search.hybrid_search(SearchDoc, **kw).execution_options(vector_search={"ef_search": 1000})
+    knobs = {"vector_search": {"ef_search": 1000}}
+    stmt = search.hybrid_search(SearchDoc, details=True, **kw).execution_options(**knobs)
+    plain = search.hybrid_search(SearchDoc, **kw).execution_options(**knobs)
 
     def go(session: Session) -> list[tuple[int, float, float, int]]:
-        return [(r.entity.id, r.distance, r.score, r.rank) for r in session.execute(stmt)]
+        pairs = [(doc.id, score) for doc, score in session.execute(plain)]
+        got = [(r.entity.id, r.distance, r.score, r.rank) for r in session.execute(stmt)]
+        assert pairs == [(g[0], g[2]) for g in got]
+        return got
 
     return corpus.session(go)
 
@@ -215,11 +222,20 @@ def test_hybrid_uses_both_indexes(corpus: Backend) -> None:
 
 def test_search_results_rows(corpus: Backend) -> None:
     stmt = search.hybrid_search(SearchDoc, text="parse json string", k=3)
+    assert [d["name"] for d in stmt.column_descriptions][1:] == ["score"]  # (entity, score), SPEC §5
     hits = corpus.session(lambda s: search.search_results(s, stmt))
     assert [h.rank for h in hits] == [1, 2, 3]
     assert all(isinstance(h, search.VectorSearchResult) and isinstance(h.entity, SearchDoc) for h in hits)
+    assert all(h.distance is None for h in hits)  # only details=True computes distances
     assert hits[0].score >= hits[1].score >= hits[2].score  # type: ignore[operator]
     assert "json" in hits[0].entity.title
+    detailed = corpus.session(
+        lambda s: search.search_results(s, search.hybrid_search(SearchDoc, text="parse json string", k=3, details=True))
+    )
+    assert [(h.entity.id, h.score, h.rank) for h in detailed] == [(h.entity.id, h.score, h.rank) for h in hits]
+    assert all(isinstance(h.distance, float) for h in detailed)
+    with pytest.raises(vk.InvalidSearchSettingError, match="details='yes' is not valid"):
+        search.hybrid_search(SearchDoc, text="json", details="yes")  # type: ignore[arg-type]
 
 
 def test_text_search_equals_reference(corpus: Backend) -> None:
