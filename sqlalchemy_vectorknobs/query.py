@@ -200,22 +200,23 @@ def nearest(
     candidates = max(candidates, k)
     if where is None and _LIGHT_PARAMS and not isinstance(query, ClauseElement):
         value = col.type.check(query)  # bad input fails here, with the column's own message
-        template = _template(col, entity, pk, k, metric, index, candidates, quantized)
+        template = _template(col, entity, pk, k, metric, index, candidates)
         stmt = template.stmt.params({template.key: value})
         dist = template.dist
     else:
-        stmt, dist = _build(col, entity, pk, query, k, metric, where, index, candidates, quantized)
+        stmt, dist = _build(col, entity, pk, query, k, metric, where, index, candidates)
     if max_distance is not None:
         stmt = stmt.where(dist <= max_distance)
     return stmt
 
 
 def _build(
-    col: Any, entity: Any, pk: Any, query: Any, k: int, metric: Distance, where: Any, index: VectorIndex | None, candidates: int, quantized: bool
+    col: Any, entity: Any, pk: Any, query: Any, k: int, metric: Distance, where: Any, index: VectorIndex | None, candidates: int
 ) -> tuple[sa.Select[Any], Any]:
     """The ordered ``nearest`` statement (without ``max_distance``) and its distance column."""
     stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=where, index=index, candidates=candidates)
     stmt = stmt.order_by(dist)
+    quantized = index is not None and index.vector_options.precision is not None
     needs = _needed_settings(candidates if quantized else k, where, index)
     if needs:
         stmt = stmt.execution_options(vector_search_defaults=needs)
@@ -242,9 +243,7 @@ _TEMPLATES: dict[tuple[Any, ...], _Template] = {}
 _template_numbers = itertools.count()
 
 
-def _template(
-    col: Any, entity: Any, pk: Any, k: int, metric: Distance, index: VectorIndex | None, candidates: int, quantized: bool
-) -> _Template:
+def _template(col: Any, entity: Any, pk: Any, k: int, metric: Distance, index: VectorIndex | None, candidates: int) -> _Template:
     """The statement ``nearest`` returns for these arguments, with the query vector as a bind
     parameter that each call fills with ``params()``.
 
@@ -255,13 +254,13 @@ def _template(
     combined in one statement (a ``UNION`` of two searches would run both with one vector):
     ``_compile_knn`` refuses that with an error instead of returning wrong rows.
     """
-    cache_key = (col, entity, pk, k, metric, index, candidates)
+    cache_key = (col, entity, k, metric, index, candidates)  # the entity and column decide the key column
     found = _TEMPLATES.get(cache_key)
     if found is None:
         if len(_TEMPLATES) >= 1024:
             _TEMPLATES.clear()
         name = f"{_TEMPLATE_PREFIX}{next(_template_numbers)}"
-        stmt, dist = _build(col, entity, pk, sa.bindparam(name, type_=col.type), k, metric, None, index, candidates, quantized)
+        stmt, dist = _build(col, entity, pk, sa.bindparam(name, type_=col.type), k, metric, None, index, candidates)
         found = _TEMPLATES[cache_key] = _Template(stmt, dist, name)
     return found
 

@@ -76,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
                                        ("--state", args.state)) if value]
         if used:
             raise CommandError(f"{used[0]} goes with --target-mirror, not --target.")
-        source = open_engine(args.source, role="source")
+    source = open_engine(args.source, role="source")
+    if args.target_mirror is None:
         target = open_engine(args.target, role="target")
         return _finish(vk.migrate(
             source, target, args.tables, batch_size=args.batch_size, progress=not args.no_progress,
             resume=not args.no_resume, verify=not args.no_verify,
         ))
-    source = open_engine(args.source, role="source")
     mirrors = _target_mirrors(args, source)
     try:
         report = vk.MigrateReport()

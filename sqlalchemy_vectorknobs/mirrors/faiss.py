@@ -424,11 +424,11 @@ class FaissMirror(BaseMirror):
                 params.sel = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits))
             scores, labels = inner.search(q, k_eff, params=params)
             del bits  # the selector read it during the search; keep it alive until here
-            slots, found = labels[0], scores[0].tolist()
+            slots, found = labels[0], scores[0]
             if slots[-1] < 0:  # fewer than k_eff reachable: faiss pads with -1
                 keep = slots >= 0
-                slots, found = slots[keep], scores[0][keep].tolist()
-            pks = self._slot_pk[slots].tolist()
+                slots, found = slots[keep], found[keep]
+            pks, found = self._slot_pk[slots].tolist(), found.tolist()
         else:
             if ids_arr is None and not (self._kind == "ivf" and self._trained):
                 scores, labels = self._index.search(q, k_eff)
