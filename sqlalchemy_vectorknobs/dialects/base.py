@@ -190,9 +190,13 @@ class DialectSupport(Protocol):
         """The (id, score) full-text candidates subquery of a TextSearch, best first, in parentheses."""
 
 
-def install_statement_hook(engine: Engine, before: Callable[[Connection, Any], bool], after: Callable[[Connection], None]) -> None:
-    """Call ``before(connection, execution_options)`` ahead of every statement that carries
+def install_statement_hook(
+    engine: Engine, before: Callable[[Connection, Any, Any], bool], after: Callable[[Connection], None]
+) -> None:
+    """Call ``before(connection, execution_options, context)`` ahead of every statement that carries
     ``vector_search`` knobs, and ``after(connection)`` once it ran when ``before`` returned True.
+    ``context`` is the statement's execution context: its compiled form and its parameters, which
+    ``before`` may still change.
 
     This subclasses the engine's execution context (``pre_exec`` / ``post_exec``, the hooks
     dialects themselves use) instead of listening to ``before_execute``: an engine with execute
@@ -212,7 +216,7 @@ def install_statement_hook(engine: Engine, before: Callable[[Connection, Any], b
             return
         conn.info["vk_in_hook"] = True
         try:
-            self._vk_after = before(conn, opts)
+            self._vk_after = before(conn, opts, self)
         finally:
             conn.info.pop("vk_in_hook", None)
 

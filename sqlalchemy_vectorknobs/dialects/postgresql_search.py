@@ -7,12 +7,17 @@ classes and limits lives here and nowhere else.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import cast, event, func, literal_column, text
+from sqlalchemy import Boolean, bindparam, cast, event, func, literal_column, not_, text, union_all
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..codec import Kind
 from ..distance import Distance
@@ -69,14 +74,106 @@ def ivfflat_lists(rows: int) -> int:
 
 
 def _gucs(settings: dict[str, Any]) -> list[tuple[str, Any]]:
-    """(GUC, value) pairs for validated knobs."""
+    """(GUC, value) pairs for validated knobs (``exact_below`` is the plugin's own, not a GUC)."""
     pairs = []
     for knob, value in settings.items():
-        for guc in SEARCH_GUCS[knob]:
+        for guc in SEARCH_GUCS.get(knob, ()):
             if guc == "ivfflat.iterative_scan" and value == "strict_order":
                 value = "relaxed_order"  # IVFFlat has no strict order; the outer query re-sorts
             pairs.append((guc, value))
     return pairs
+
+
+@dataclass
+class _ExactChoice:
+    """One filtered search in a compiled statement: its switch, and what the planner is asked."""
+
+    flag: Any  # the Boolean bind parameter: true runs the exact branch, false the index scan
+    table: Any
+    where: Any
+    dim: int
+    estimate: Any = None  # EXPLAIN (FORMAT JSON) SELECT 1 FROM table WHERE ..., built once
+    names: Any = None  # the estimate's bind parameter -> name when compiled
+
+
+class _ExplainJson(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON)`` of a statement: the planner's estimate, nothing run."""
+
+    inherit_cache = True
+    _traverse_internals = [("statement", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, statement: Any) -> None:
+        self.statement = statement
+
+
+@compiles(_ExplainJson)
+def _compile_explain_json(element: _ExplainJson, compiler: Any, **kw: Any) -> str:
+    return explain_sql("EXPLAIN (FORMAT JSON)", compiler, element.statement, **kw)
+
+
+def _choose_exact(conn: Connection, context: Any, choices: list[_ExactChoice], knob: int | None) -> bool:
+    """Switch each filtered search of the statement about to run to exact search when the planner
+    expects the filter to keep at most ``exact_below`` rows and can find them without reading the
+    whole table (an index on the filter columns); otherwise the vector index's iterative scan runs.
+
+    One ``EXPLAIN`` of ``SELECT 1 FROM table WHERE <filter>`` per filtered search (statistics
+    only, no rows read). Exact search over a few thousand rows is faster than an HNSW scan that
+    must skip 99 % of what it visits, and always finds k rows when k qualify, where the iterative
+    scan stops at ``max_scan_tuples``. True when every filtered search went exact.
+    """
+    from ..query import exact_below_default
+
+    compiled = context.compiled
+    values = context.compiled_parameters[0]
+    expanded = bool(compiled.post_compile_params or compiled.literal_execute_params)
+    if expanded:  # IN lists are expanded by now: take the values from before that
+        values = compiled.construct_params(
+            dict(values), extracted_parameters=context.extracted_parameters, escape_names=False, _no_postcompile=True
+        )
+    flags = []
+    for choice in choices:
+        limit = knob if knob is not None else conn.info.get("vk_exact_below")
+        if limit is None:
+            limit = getattr(conn.dialect, "_vk_exact_below", None)
+        if limit is None:
+            limit = exact_below_default(choice.dim)
+        if limit <= 0:
+            continue
+        if choice.estimate is None:
+            choice.estimate = _ExplainJson(sa_select(literal_column("1")).select_from(choice.table).where(choice.where))
+            names = choice.estimate.compile(dialect=conn.dialect).bind_names
+            choice.names = [(name, compiled.bind_names[bp]) for bp, name in names.items() if bp in compiled.bind_names]
+        params = {name: values[ours] for name, ours in choice.names}
+        plan = conn.execute(choice.estimate, params).scalar_one()
+        top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        if top["Plan Rows"] <= limit and not _scans_whole(top, choice.table.name):
+            flags.append(compiled.bind_names[choice.flag])
+    if flags:
+        order = compiled.positiontup
+        if compiled.positional and expanded:  # positions after IN lists were expanded
+            order = compiled._process_parameters_for_postcompile(dict(values)).positiontup
+        for name in flags:
+            _set_parameter(context, name, True, order)
+    return len(flags) == len(choices)
+
+
+def _scans_whole(node: dict[str, Any], table: str) -> bool:
+    if node.get("Node Type") == "Seq Scan" and node.get("Relation Name") == table:
+        return True
+    return any(_scans_whole(child, table) for child in node.get("Plans", ()))
+
+
+def _set_parameter(context: Any, name: str, value: Any, order: Any) -> None:
+    """Change one bound value of the statement about to run (named or positional paramstyle;
+    ``order``: the parameter names by position)."""
+    params = context.parameters[0]
+    if isinstance(params, dict):
+        params[context.compiled.escaped_bind_names.get(name, name)] = value
+        return
+    position = order.index(name)
+    changed = list(params)
+    changed[position] = value
+    context.parameters[0] = type(params)(changed) if isinstance(params, tuple) else changed
 
 
 def _setting_literal(guc: str, value: Any) -> str:
@@ -108,7 +205,10 @@ class PostgreSQLSearch:
         raise NotImplementedError
 
     def set_connection_defaults(self, engine: Any, settings: dict[str, Any]) -> None:
-        """``SET`` the knobs (session level) on each new connection, committed there and then."""
+        """``SET`` the knobs (session level) on each new connection, committed there and then;
+        ``exact_below`` is kept on the engine's dialect for :func:`_choose_exact`."""
+        if "exact_below" in settings:
+            engine.dialect._vk_exact_below = settings["exact_below"]
         statements = [f"SET {guc} = {_setting_literal(guc, value)}" for guc, value in _gucs(settings)]
         if not statements:
             return
@@ -124,8 +224,9 @@ class PostgreSQLSearch:
 
         event.listen(engine, "connect", on_connect)
 
-    def before_statement(self, conn: Connection, execution_options: Any) -> bool:
-        """Apply ``execution_options(vector_search={...})`` with ``SET LOCAL`` before the statement.
+    def before_statement(self, conn: Connection, execution_options: Any, context: Any = None) -> bool:
+        """Apply ``execution_options(vector_search={...})`` with ``SET LOCAL`` before the statement,
+        and pick exact or index search for each filtered search in it (:func:`_choose_exact`).
 
         Under autocommit there is no transaction for ``SET LOCAL`` to live in, so one is opened
         here; returning True has it committed right after the statement (``after_statement``).
@@ -133,7 +234,11 @@ class PostgreSQLSearch:
         from ..query import statement_settings
 
         settings = statement_settings(execution_options)
-        if not settings:
+        choices = getattr(getattr(context, "compiled", None), "_vk_exact_choices", None)
+        if choices and _choose_exact(conn, context, choices, settings.get("exact_below")):
+            # Only exact searches run: the index knobs vk.nearest asked for are not needed.
+            settings = statement_settings({"vector_search": execution_options.get("vector_search")})
+        if not any(knob in SEARCH_GUCS for knob in settings):
             return False
         opened = bool(getattr(conn.connection.dbapi_connection, "autocommit", False))
         if opened:
@@ -305,8 +410,27 @@ class PostgreSQLSearch:
         finally:
             savepoint.rollback()
 
-    def knn_select(self, element: Any) -> Any:
-        """The candidates query: (id, distance) of the k nearest, using exactly the indexed expression."""
+    def knn_select(self, element: Any) -> tuple[Any, Any]:
+        """The candidates query, (id, distance) of the k nearest using exactly the indexed
+        expression, and None; or, filtered, that query and an exact search of the qualifying rows
+        in a ``UNION ALL``, with the Boolean parameter that switches between them (``_choose_exact``
+        sets it when the statement runs: true runs the exact branch, false the index scan)."""
+        from ..comparator import VectorDistance
+
+        approx = self._index_knn_select(element)
+        if element.where is None or element.index is None:
+            return approx, None
+        exact = VectorDistance(element.column, element.query, element.operator) + literal_column("0")  # no index order
+        flag = bindparam("vk_exact", False, type_=Boolean, unique=True)
+        exact_select = (
+            sa_select(element.key_column.label("id"), exact.label("distance"))
+            .where(element.where, flag)
+            .order_by(exact)
+            .limit(literal_column(str(element.k)))
+        )
+        return union_all(exact_select, approx.where(not_(flag))), flag
+
+    def _index_knn_select(self, element: Any) -> Any:
         from ..comparator import VectorDistance
         from ..types import BitVector, HalfVector
 
@@ -332,7 +456,11 @@ class PostgreSQLSearch:
         )
 
     def render_knn(self, compiler: Any, element: Any, **kw: Any) -> str:
-        return subquery_sql(compiler, self.knn_select(element), **kw)
+        select, flag = self.knn_select(element)
+        if flag is not None:
+            choice = _ExactChoice(flag, element.column.table, element.where, element.column.type.dim)
+            compiler.__dict__.setdefault("_vk_exact_choices", []).append(choice)
+        return subquery_sql(compiler, select, **kw)
 
     def apply_search_settings(self, connection: Connection, settings: dict[str, Any]) -> None:
         """``set_config(..., is_local => true)`` for each knob: lasts until the transaction ends."""
@@ -347,7 +475,9 @@ class PostgreSQLSearch:
         connection.execute(text("SELECT " + ", ".join(calls)), params)
 
     def current_settings(self, connection: Connection, knobs: list[str]) -> dict[str, str | None]:
-        gucs = [g for k in knobs for g in SEARCH_GUCS[k]]
+        gucs = [g for k in knobs for g in SEARCH_GUCS.get(k, ())]
+        if not gucs:
+            return {}
         params = {f"n{i}": g for i, g in enumerate(gucs)}
         row = connection.execute(
             text("SELECT " + ", ".join(f"current_setting(:n{i}, true)" for i in range(len(gucs)))), params
@@ -369,7 +499,7 @@ class PostgreSQLSearch:
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         from ..query import Explain
 
-        plan = "\n".join(row[0] for row in connection.execute(Explain(stmt)))
+        plan = "\n".join(row[0] for row in connection.execute(Explain(stmt, getattr(stmt, "_execution_options", None))))
         used = re.findall(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)", plan)
         vector_indexes = {i.name for i in self.inspect(connection).indexes}
         return plan, used, sorted(set(used) & vector_indexes)

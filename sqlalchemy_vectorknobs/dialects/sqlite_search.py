@@ -322,7 +322,7 @@ class SQLiteSearch:
     def set_connection_defaults(self, engine: Engine, settings: dict[str, Any]) -> None:
         return None  # validated by the plugin; vec0 has nothing to tune
 
-    def before_statement(self, conn: Connection, execution_options: Any) -> bool:
+    def before_statement(self, conn: Connection, execution_options: Any, context: Any = None) -> bool:
         """Knobs are still validated, so a bad one fails the same way on every dialect."""
         from ..query import statement_settings
 
@@ -341,7 +341,7 @@ class SQLiteSearch:
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         from ..query import Explain
 
-        rows = connection.execute(Explain(stmt)).all()
+        rows = connection.execute(Explain(stmt, getattr(stmt, "_execution_options", None))).all()
         plan = "\n".join(str(row[-1]) for row in rows)
         vec0 = set(_vec0_tables(connection))
         used = sorted({m.group(1) for m in re.finditer(r"(?:SCAN|SEARCH) (\S+)", plan)})
