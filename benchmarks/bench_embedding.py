@@ -94,12 +94,23 @@ def reset(engine: sa.Engine, *tables: Any) -> None:
     Base.metadata.create_all(engine, tables=list(tables))
 
 
-def bench_flush(engine: sa.Engine, texts: list[tuple[str, str]], repeats: int) -> tuple[Stat, Stat]:
-    vectors = EMBEDDER.embed([f"{t}\n{b}" for t, b in texts])
+def bench_flush(engine: sa.Engine, texts: list[tuple[str, str]], repeats: int) -> tuple[Stat, Stat, Stat]:
+    """(synced, by hand, precomputed) ms per flush of ``texts`` as new rows.
+
+    "by hand" is what a user writes without the plugin: call the same embedder on the texts, set
+    the vectors, commit. "precomputed" leaves the embedder out of the timing altogether."""
+    joined = [f"{t}\n{b}" for t, b in texts]
+    vectors = EMBEDDER.embed(joined)
 
     def synced() -> None:
         with Session(engine) as s:
             s.add_all([Synced(id=i, title=t, body=b) for i, (t, b) in enumerate(texts)])
+            s.commit()
+
+    def by_hand() -> None:
+        made = EMBEDDER.embed(joined)
+        with Session(engine) as s:
+            s.add_all([Precomputed(id=i, title=t, body=b, embedding=made[i]) for i, (t, b) in enumerate(texts)])
             s.commit()
 
     def precomputed() -> None:
@@ -107,8 +118,12 @@ def bench_flush(engine: sa.Engine, texts: list[tuple[str, str]], repeats: int) -
             s.add_all([Precomputed(id=i, title=t, body=b, embedding=vectors[i]) for i, (t, b) in enumerate(texts)])
             s.commit()
 
-    runs: dict[str, list[float]] = {"synced": [], "precomputed": []}
-    paths = {"synced": (synced, Synced.__table__), "precomputed": (precomputed, Precomputed.__table__)}
+    runs: dict[str, list[float]] = {"synced": [], "by_hand": [], "precomputed": []}
+    paths = {
+        "synced": (synced, Synced.__table__),
+        "by_hand": (by_hand, Precomputed.__table__),
+        "precomputed": (precomputed, Precomputed.__table__),
+    }
     for round_, name in alternating(list(paths), repeats):
         fn, table = paths[name]
         reset(engine, table)
@@ -118,7 +133,7 @@ def bench_flush(engine: sa.Engine, texts: list[tuple[str, str]], repeats: int) -
     with Session(engine) as s:  # the synced rows really hold the vectors of their text
         got = s.scalar(sa.select(Synced.embedding).where(Synced.id == 7))
         assert got is not None and np.allclose(got, vectors[7], atol=1e-6)
-    return Stat(tuple(runs["synced"])), Stat(tuple(runs["precomputed"]))
+    return Stat(tuple(runs["synced"])), Stat(tuple(runs["by_hand"])), Stat(tuple(runs["precomputed"]))
 
 
 def bench_check(engine: sa.Engine, n: int, repeats: int, lookups: int) -> tuple[Stat, Stat]:
@@ -190,16 +205,21 @@ def bench_plain(plain: sa.Engine, attached: sa.Engine, n: int, repeats: int) -> 
     return {k: Stat(tuple(v)) for k, v in runs.items()}
 
 
-def report(dialect: str, flush: tuple[Stat, Stat], check: tuple[Stat, Stat], plain: dict[str, Stat], n: int) -> list[str]:
+def report(dialect: str, flush: tuple[Stat, Stat, Stat], check: tuple[Stat, Stat], plain: dict[str, Stat], n: int) -> list[str]:
     out = []
     ratio = flush[0].median / flush[1].median
+    pre = flush[0].median / flush[2].median
     print_table(
         f"[{dialect}] 1. flush of {n:,} new rows (ms)",
         "ms",
-        [("embedded_column + HashingEmbedder", flush[0], f"{ratio:.2f}x"), ("precomputed vectors", flush[1], "1.00x")],
+        [
+            ("embedded_column + HashingEmbedder", flush[0], f"{ratio:.2f}x"),
+            ("by hand: HashingEmbedder.embed, then add_all", flush[1], "1.00x"),
+            ("vectors computed beforehand, untimed (information)", flush[2], f"{flush[2].median / flush[1].median:.2f}x"),
+        ],
         note="target <= 1.3x",
     )
-    out.append(f"{dialect}: flush {ratio:.2f}x precomputed ({verdict(ratio <= 1.3)})")
+    out.append(f"{dialect}: flush {ratio:.2f}x by hand ({verdict(ratio <= 1.3)}); {pre:.2f}x untimed precomputed vectors")
     ratio = check[0].median / check[1].median
     print_table(
         f"[{dialect}] 2. sync check for one primary key (µs per key)",
