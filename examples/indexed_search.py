@@ -1,4 +1,8 @@
-"""Indexed search: declare a VectorIndex, bulk-load rows, query nearest (with a filter), explain.
+"""Indexed search: declare a VectorIndex, bulk-load rows, query nearest (with filters), explain.
+
+A selective filter on an indexed column (``author``, a B-tree) is searched exactly over the rows
+it keeps on PostgreSQL (the plugin asks the planner first; docs/indexes.md, "Filtering"); a wide
+one (``topic``, a fifth of the rows) goes through the vector index.
 
 Run with ``python examples/indexed_search.py [database-url]``. The default is a SQLite file
 (sqlite-vec's vec0 index); pass a ``postgresql+psycopg://...`` URL to get an HNSW index instead.
@@ -28,6 +32,7 @@ class Article(Base):
     __tablename__ = "article"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     topic: Mapped[str] = mapped_column(String(20))
+    author: Mapped[int] = mapped_column(index=True)  # 1,000 authors, 20 articles each
     embedding = mapped_column(vk.Vector(DIM))
     __table_args__ = (
         vk.VectorIndex("article_embedding_idx", "embedding", distance="cosine", metadata_columns=["topic"]),
@@ -46,7 +51,8 @@ def main(url: str) -> int:
     Base.metadata.create_all(engine)  # table + index (HNSW on PostgreSQL, vec0 on SQLite)
     started = time.perf_counter()
     with Session(engine) as session:
-        n = vk.bulk_load(session, Article, ({"id": i, "topic": topics[i], "embedding": vectors[i]} for i in range(ROWS)))
+        rows_in = ({"id": i, "topic": topics[i], "author": i % 1000, "embedding": vectors[i]} for i in range(ROWS))
+        n = vk.bulk_load(session, Article, rows_in)
         session.commit()
     print(f"bulk_load: {n} rows in {time.perf_counter() - started:.2f} s on {engine.dialect.name}")
 
@@ -64,6 +70,15 @@ def main(url: str) -> int:
         art = session.execute(filtered).all()
         print("nearest 5 'art' articles:", [(a.id, a.topic, round(d, 4)) for a, d in art])
         failures += len(art) != 5 or any(a.topic != "art" for a, _ in art)
+
+        by_author = vk.nearest(Article.embedding, query, k=5, where=Article.author == 42)
+        mine = session.execute(by_author).all()
+        own = np.flatnonzero(np.arange(ROWS) % 1000 == 42)
+        want = own[np.argsort(1 - vectors[own] @ query / np.linalg.norm(query))[:5]].tolist()
+        author_plan = vk.explain(session, by_author)
+        print(f"nearest 5 of author 42 (exact over their 20 articles; vector index used: "
+              f"{author_plan.vector_indexes_used}):", [a.id for a, _ in mine])
+        failures += [a.id for a, _ in mine] != want or author_plan.uses_vector_index
 
         tuned = stmt.execution_options(vector_search={"ef_search": 200})
         print("with ef_search=200:", [a.id for a, _ in session.execute(tuned)])

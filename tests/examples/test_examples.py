@@ -39,6 +39,7 @@ def test_indexed_search_on_sqlite() -> None:
 def test_indexed_search_on_postgresql(pg_database: str) -> None:
     out = run_example("indexed_search.py", pg_database)
     assert "on postgresql" in out and "index used: ['article_embedding_idx']" in out, out
+    assert "of author 42 (exact over their 20 articles; vector index used: [])" in out, out
     assert out.rstrip().endswith("OK"), out
 
 
