@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql import ClauseElement, Executable, visitors
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -133,6 +133,22 @@ def _resolve(column: Any) -> tuple[Any, Any, Any]:
     )
 
 
+def _on_table(where: Any, entity: Any, table: Any) -> Any:
+    """``where`` written against an aliased entity, rewritten against ``table``: the candidates
+    subquery selects from the table itself, and an alias's columns would not exist there."""
+    if not isinstance(where, sa.ColumnElement) or not getattr(sa.inspect(entity, raiseerr=False), "is_aliased_class", False):
+        return where
+    alias = sa.inspect(entity).selectable
+
+    def swap(element: Any, **kw: Any) -> Any:
+        if isinstance(element, sa.ColumnElement) and getattr(element, "table", None) is alias:
+            return table.corresponding_column(element)
+        return None
+
+    options: dict[str, Any] = {}
+    return visitors.replacement_traverse(where, options, swap)
+
+
 def find_index(column: Any, distance: Distance | None) -> VectorIndex | None:
     """The VectorIndex on ``column`` for ``distance`` (any, if None); unquantized ones first."""
     found = [
@@ -204,7 +220,7 @@ def nearest(
         stmt = template.stmt.params({template.key: value})
         dist = template.dist
     else:
-        stmt, dist = _build(col, entity, pk, query, k, metric, where, index, candidates)
+        stmt, dist = _build(col, entity, pk, query, k, metric, _on_table(where, entity, col.table), index, candidates)
     if max_distance is not None:
         stmt = stmt.where(dist <= max_distance)
     return stmt

@@ -237,6 +237,9 @@ def test_nearest_on_orm_entities_and_aliases(backend: Backend) -> None:
             got = session.execute(vk.nearest(Doc.embedding, [6.2, 0, 0, 0], k=3)).all()
             via_alias = session.execute(vk.nearest(alias.embedding, [6.2, 0, 0, 0], k=3)).all()
             assert [(d.id, round(x, 4)) for d, x in via_alias] == [(d.id, round(x, 4)) for d, x in got]
+            # a filter written against the alias is applied to the table the search reads
+            odd = session.execute(vk.nearest(alias.embedding, [6.2, 0, 0, 0], k=3, where=alias.id % 2 == 1)).all()
+            assert [(d.id, round(x, 4)) for d, x in odd] == [(7, 0.8), (5, 1.2), (9, 2.8)]
             return [(d.id, round(x, 4)) for d, x in got]
 
         assert backend.session(query) == [(6, 0.2), (7, 0.8), (5, 1.2)]
