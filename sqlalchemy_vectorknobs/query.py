@@ -510,10 +510,11 @@ class Explain(Executable, ClauseElement):
 
     inherit_cache = False
 
-    def __init__(self, statement: Any, execution_options: Any = None) -> None:
+    def __init__(self, statement: Any) -> None:
         self.statement = statement
-        if execution_options:  # the statement's knobs: planned the way it would run
-            self._execution_options = self._execution_options.union(execution_options)
+        options = getattr(statement, "_execution_options", None)
+        if options:  # the statement's knobs: planned the way it would run
+            self._execution_options = self._execution_options.union(options)
 
 
 @compiles(Explain)

@@ -123,6 +123,11 @@ def _choose_exact(conn: Connection, context: Any, choices: list[_ExactChoice], k
     """
     from ..query import exact_below_default
 
+    configured = knob if knob is not None else conn.info.get("vk_exact_below")
+    if configured is None:
+        configured = getattr(conn.dialect, "_vk_exact_below", None)
+    if configured == 0:
+        return False
     compiled = context.compiled
     values = context.compiled_parameters[0]
     expanded = bool(compiled.post_compile_params or compiled.literal_execute_params)
@@ -132,13 +137,7 @@ def _choose_exact(conn: Connection, context: Any, choices: list[_ExactChoice], k
         )
     flags = []
     for choice in choices:
-        limit = knob if knob is not None else conn.info.get("vk_exact_below")
-        if limit is None:
-            limit = getattr(conn.dialect, "_vk_exact_below", None)
-        if limit is None:
-            limit = exact_below_default(choice.dim)
-        if limit <= 0:
-            continue
+        limit = configured if configured is not None else exact_below_default(choice.dim)
         if choice.estimate is None:
             choice.estimate = _ExplainJson(sa_select(literal_column("1")).select_from(choice.table).where(choice.where))
             names = choice.estimate.compile(dialect=conn.dialect).bind_names
@@ -499,7 +498,7 @@ class PostgreSQLSearch:
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         from ..query import Explain
 
-        plan = "\n".join(row[0] for row in connection.execute(Explain(stmt, getattr(stmt, "_execution_options", None))))
+        plan = "\n".join(row[0] for row in connection.execute(Explain(stmt)))
         used = re.findall(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)", plan)
         vector_indexes = {i.name for i in self.inspect(connection).indexes}
         return plan, used, sorted(set(used) & vector_indexes)

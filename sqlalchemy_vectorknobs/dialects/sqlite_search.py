@@ -341,7 +341,7 @@ class SQLiteSearch:
     def explain(self, connection: Connection, stmt: Any) -> tuple[str, list[str], list[str]]:
         from ..query import Explain
 
-        rows = connection.execute(Explain(stmt, getattr(stmt, "_execution_options", None))).all()
+        rows = connection.execute(Explain(stmt)).all()
         plan = "\n".join(str(row[-1]) for row in rows)
         vec0 = set(_vec0_tables(connection))
         used = sorted({m.group(1) for m in re.finditer(r"(?:SCAN|SEARCH) (\S+)", plan)})
