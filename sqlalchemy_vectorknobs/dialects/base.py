@@ -142,11 +142,18 @@ class DialectSupport(Protocol):
     def in_values(self, column: Any, values: Sequence[Any]) -> Any:
         """``column IN values`` for long lists of keys, in the form the driver handles best."""
 
-    def insert_many_returning(
-        self, connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], returning: Sequence[Any]
-    ) -> list[Any]:
-        """INSERT ``rows`` (dicts with the same keys) plus ``constants`` (SQL expressions) into ``table``; the
-        ``returning`` columns of every inserted row, in no particular order."""
+    def insert_ids(
+        self,
+        connection: Connection,
+        table: Any,
+        names: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        constants: Mapping[str, Any],
+        key: Sequence[str],
+    ) -> list[int]:
+        """INSERT ``rows`` (tuples of the ``names`` columns) plus ``constants`` (SQL expressions) into
+        ``table``, whose integer ``id`` autoincrements; the new ids in the order of ``rows``. The
+        ``key`` columns (a subset of ``names``) tell the rows apart."""
 
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         """SQL computing ``codec.source_hash`` of the element's columns (hex SHA-256 of the joined text)."""

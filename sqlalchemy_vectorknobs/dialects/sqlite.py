@@ -11,15 +11,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import itertools
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
+from sqlalchemy.sql import sqltypes
 
 from .. import codec
 from .._optional import require
@@ -257,12 +260,52 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
         return None  # an INTEGER PRIMARY KEY continues after max(rowid) by itself
 
     def in_values(self, column: Any, values: Sequence[Any]) -> Any:
-        return column.in_(list(values))
+        """Integer keys as one JSON parameter, ``column IN (SELECT value FROM json_each(:keys))``:
+        expanding a thousand ``?`` placeholders cost more than the statement (0.9 ms against 0.55 ms
+        for a thousand keys); other keys as an expanding ``IN``, which runs their type's bind processing."""
+        keys = list(values)
+        if isinstance(column.type, sqltypes.Integer) and all(type(v) is int for v in keys):
+            each = sa.func.json_each(sa.literal(json.dumps(keys), sqltypes.String())).table_valued("value")
+            return column.in_(sa.select(each.c.value))
+        return column.in_(keys)
 
-    def insert_many_returning(
-        self, connection: Connection, table: Any, rows: Sequence[Mapping[str, Any]], constants: Mapping[str, Any], returning: Sequence[Any]
-    ) -> list[Any]:
-        return list(connection.execute(table.insert().values(**constants).returning(*returning), list(rows)))
+    def insert_ids(
+        self,
+        connection: Connection,
+        table: Any,
+        names: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        constants: Mapping[str, Any],
+        key: Sequence[str],
+    ) -> list[int]:
+        """Inside a transaction: one ``executemany`` (SQLite cannot return rows from one), then the
+        ``len(rows)`` largest ids. From the first row on the transaction holds the database's
+        write lock, so nobody else inserts meanwhile and the AUTOINCREMENT ids it hands out ascend
+        in row order above every id the table ever had: the newest ids are these rows', in order.
+        (An ``INSERT ... RETURNING`` of a thousand rows took 3.4 ms here against 1.4 ms.) Outside a
+        transaction (an AUTOCOMMIT engine) each row commits alone, and an async driver's adapter
+        does not say: there, RETURNING in parameter order."""
+        if not rows:
+            return []
+        dbapi_conn: Any = connection.connection.dbapi_connection
+        if getattr(dbapi_conn, "in_transaction", None) is not True:
+            stmt = table.insert().values(**constants).returning(table.c.id, sort_by_parameter_order=True)
+            return [int(i) for i in connection.execute(stmt, [dict(zip(names, row)) for row in rows]).scalars()]
+        q = connection.dialect.identifier_preparer
+        literals = [str(value.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})) for value in constants.values()]
+        sql = (
+            f"INSERT INTO {q.format_table(table)} ({', '.join(q.quote(n) for n in [*names, *constants])}) "
+            f"VALUES ({', '.join(['?'] * len(names) + literals)})"
+        )
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.executemany(sql, rows)
+            cursor.execute(f"SELECT id FROM {q.format_table(table)} ORDER BY id DESC LIMIT ?", (len(rows),))
+            ids = [int(row[0]) for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+        ids.reverse()
+        return ids
 
     def bulk_load(
         self, connection: Connection, table: Any, names: list[str], columns: list[Any], *, rows: list[Any] | None = None

@@ -274,10 +274,20 @@ def pk_kind(column: sa.Column[Any]) -> type:
 
 def encode_pk(pk: Any) -> str:
     """A primary key as the JSON text stored in ``vk_outbox.pk``."""
+    if type(pk) is int:  # the JSON of an int is its decimal text (and much cheaper than json.dumps)
+        return str(pk)
     return json.dumps(str(pk) if isinstance(pk, uuid.UUID) else pk)
 
 
 def decode_pk(text: str, kind: type) -> Any:
     """The key :func:`encode_pk` wrote, as a value of the key column's type."""
+    if kind is int:
+        try:
+            number = int(text)
+        except ValueError:
+            pass
+        else:
+            if str(number) == text:  # exactly the JSON of that int (int() would also take "1_0" or " 1")
+                return number
     value = json.loads(text)
     return uuid.UUID(value) if kind is uuid.UUID else kind(value)

@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,14 +113,15 @@ class _Buffer:
 
     ``changes``: the last op; ``versions``: the version of that change (a clock version taken when
     it was collected, while the transaction holds the row's lock, or with the outbox its outbox
-    row id); ``known``: the flushed (vector, metadata) when they need no re-read. Plus the outbox
-    ids written and the connection each mirror's changes went through.
+    row id); ``known``: the flushed (vector, metadata) when they need no re-read. Plus every outbox
+    id written per mirror index (a key changed twice has two) and the connection each mirror's
+    changes went through.
     """
 
     changes: dict[int, dict[Any, str]] = field(default_factory=dict)
     versions: dict[int, dict[Any, int]] = field(default_factory=dict)
     known: Known = field(default_factory=dict)
-    outbox_ids: list[int] = field(default_factory=list)
+    outbox_ids: dict[int, list[int]] = field(default_factory=dict)
     conns: dict[int, sa.Connection] = field(default_factory=dict)
 
     def add(
@@ -129,7 +130,7 @@ class _Buffer:
         versions: dict[int, dict[Any, int]],
         known: Known,
         conns: dict[int, sa.Connection],
-        ids: Sequence[int],
+        ids: dict[int, list[int]],
     ) -> None:
         for index, per_pk in changes.items():
             self.changes.setdefault(index, {}).update(per_pk)
@@ -142,7 +143,8 @@ class _Buffer:
                 else:
                     mine.pop(pk, None)  # a later change of unknown values: read the row back
         self.conns.update(conns)
-        self.outbox_ids.extend(ids)
+        for index, written in ids.items():
+            self.outbox_ids.setdefault(index, []).extend(written)
 
     def merge(self, other: _Buffer) -> None:
         self.add(other.changes, other.versions, other.known, other.conns, other.outbox_ids)
@@ -150,6 +152,7 @@ class _Buffer:
 
 # Constants are SQL literals, not parameters: fewer parameters per row (a multi-row INSERT with
 # them measured 1.7x faster on PostgreSQL).
+_OUTBOX_COLUMNS = ("mirror", "table_name", "pk", "op", "created_at")
 _OUTBOX_CONSTANTS: dict[str, Any] = {"attempts": sa.literal_column("0"), "available_at": sa.literal_column("0.0"), "dead": sa.literal_column("0")}
 
 
@@ -276,13 +279,13 @@ class Attachment:
         rows' locks: a later transaction changing the same row gets a larger version (clock or
         outbox id), so versions order the changes of a row as the database ordered them.
         """
+        ids: dict[int, list[int]] = {}
         if self.outbox:
             versions = self._write_outbox(conn, changes)
-            ids: Sequence[int] = [i for per_pk in versions.values() for i in per_pk.values()]
+            ids = {index: list(per_pk.values()) for index, per_pk in versions.items()}
         else:
             version = next_version()
             versions = {index: dict.fromkeys(per_pk, version) for index, per_pk in changes.items()}
-            ids = ()
         boundary = session.get_nested_transaction() or session.get_transaction()
         if boundary is None:  # pragma: no cover - a flush or statement always runs in a transaction
             return
@@ -294,27 +297,17 @@ class Attachment:
         self._check_outbox(conn)
         now = time.time()
         keys = [(index, pk) for index, per_pk in changes.items() for pk in per_pk]
+        named = [(self.mirrors[index].name, self.mirrors[index].table.fullname) for index in changes]
         rows = [
-            {
-                "mirror": self.mirrors[index].name,
-                "table_name": self.mirrors[index].table.fullname,
-                "pk": encode_pk(pk),
-                "op": changes[index][pk],
-                "created_at": now,
-            }
-            for index, pk in keys
+            (name, table_name, encode_pk(pk), op, now)
+            for (name, table_name), per_pk in zip(named, changes.values())
+            for pk, op in per_pk.items()
         ]
-        t = _outbox.outbox_table
-        # Each (mirror, pk) appears once here, so the returned rows map back without asking the
-        # database to keep the parameters' order (which costs as much as the INSERT on SQLite).
-        where = {(row["mirror"], row["pk"]): key for row, key in zip(rows, keys)}
+        # Each (mirror, pk) appears once: those two columns tell the rows apart.
+        ids = dialects.for_dialect(conn.dialect).insert_ids(conn, _outbox.outbox_table, _OUTBOX_COLUMNS, rows, _OUTBOX_CONSTANTS, ("mirror", "pk"))
         out: dict[int, dict[Any, int]] = {}
-        inserted = dialects.for_dialect(conn.dialect).insert_many_returning(
-            conn, t, rows, _OUTBOX_CONSTANTS, (t.c.id, t.c.mirror, t.c.pk)
-        )
-        for row_id, mirror, pk_text in inserted:
-            index, pk = where[(mirror, pk_text)]
-            out.setdefault(index, {})[pk] = int(row_id)
+        for (index, pk), row_id in zip(keys, ids):
+            out.setdefault(index, {})[pk] = row_id
         return out
 
     def _check_outbox(self, conn: sa.Connection) -> None:
@@ -355,7 +348,7 @@ class Attachment:
     def _apply(self, buf: _Buffer) -> None:
         failures: dict[str, BaseException] = {}
         if self.outbox:
-            if self.drain_after_commit and buf.outbox_ids:
+            if self.drain_after_commit and any(buf.outbox_ids.values()):
                 self._drain_written(buf, failures)
         else:
             by_table: dict[sa.Table, list[int]] = {}
@@ -392,20 +385,18 @@ class Attachment:
                 failures[mirror.name] = err
 
     def _drain_written(self, buf: _Buffer, failures: dict[str, BaseException]) -> None:
-        mirrors = [self.mirrors[i] for i in buf.changes]
-        by_engine: dict[sa.Engine, list[Any]] = {}
-        known: dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]] = {}
-        for index, mirror in zip(buf.changes, mirrors):
+        by_engine: dict[sa.Engine, list[int]] = {}
+        for index in buf.changes:
             # Rows of a transaction the session does not own are not visible yet: the claim finds
             # nothing and leaves them to a later drain, once (and if) that transaction commits.
-            by_engine.setdefault(buf.conns[index].engine, []).append(mirror)
-            values = buf.known.get(index)
-            if values:
-                ids = buf.versions[index]
-                known[mirror.name] = {pk: (ids[pk], vector, metadata) for pk, (vector, metadata) in values.items()}
-        for engine, group in by_engine.items():
+            by_engine.setdefault(buf.conns[index].engine, []).append(index)
+        for engine, indexes in by_engine.items():
+            group = [self.mirrors[i] for i in indexes]
+            ids = {self.mirrors[i].name: buf.outbox_ids.get(i, []) for i in indexes}
+            newest = {self.mirrors[i].name: buf.versions[i] for i in indexes}
+            known = {self.mirrors[i].name: buf.known.get(i, {}) for i in indexes}
             try:
-                report = drain_written(engine, group, buf.outbox_ids, known, timeout=self.timeout)
+                report = drain_written(engine, group, ids, newest, known, timeout=self.timeout)
             except Exception as err:
                 failures.update({m.name: err for m in group})
             else:
@@ -430,16 +421,14 @@ class Attachment:
 def drain_written(
     engine: sa.Engine,
     mirrors: list[Any],
-    ids: Sequence[int],
-    known: dict[str, dict[Any, tuple[int, Any, dict[str, Any]]]] | None = None,
+    ids: dict[str, list[int]],
+    newest: dict[str, dict[Any, int]],
+    known: dict[str, dict[Any, tuple[Any, dict[str, Any]]]],
     *,
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> _outbox.DrainReport:
-    """The after-commit drain of the outbox rows one transaction wrote (a seam for tests).
-
-    One claiming transaction for up to 5,000 rows: each batch is a commit (an fsync on SQLite).
-    """
-    return _outbox.drain(engine, mirrors, ids=ids, known=known, batch_size=min(max(len(ids), 500), 5000), timeout=timeout)
+    """The after-commit drain of the outbox rows one transaction wrote (a seam for tests)."""
+    return _outbox.drain_committed(engine, mirrors, ids, newest, known, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ attach

@@ -44,7 +44,6 @@ from .. import dialects
 from .._blocking import in_greenlet
 from ..exc import InvalidMirrorError
 from ._apply import (
-    CHUNK,
     DEFAULT_TIMEOUT,
     check_mirrors,
     check_timeout,
@@ -108,6 +107,14 @@ def version_of(outbox_id: int) -> int:
     return VERSION_BASE + outbox_id
 
 _ERROR_CHARS = 2000
+
+#: ``drain``'s defaults, also used by the drain right after a commit.
+MAX_ATTEMPTS = 5
+BACKOFF = 0.5
+
+#: Outbox rows per transaction of the drain right after a commit (each one is a commit, an fsync
+#: on SQLite; and a mirror write that must finish within the timeout).
+COMMITTED_BATCH = 5000
 
 
 def create_outbox(bind: Any) -> None:
@@ -219,11 +226,10 @@ def drain(
     mirrors: Iterable[Any],
     *,
     batch_size: int = 500,
-    max_attempts: int = 5,
-    backoff: float = 0.5,
+    max_attempts: int = MAX_ATTEMPTS,
+    backoff: float = BACKOFF,
     ids: Iterable[int] | None = None,
     now: float | None = None,
-    known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
 ) -> DrainReport:
     """Apply the pending outbox rows of ``mirrors``; see the module docstring for the steps.
@@ -232,9 +238,6 @@ def drain(
     each batch runs in its own transaction on its own connection). ``ids`` restricts the drain to
     those outbox rows (what ``attach`` does after a commit). ``now`` is the time, in seconds
     since the epoch, that decides which delayed retries are due (default: the clock).
-    ``known`` maps a mirror name to ``{pk: (outbox id, vector, metadata)}``: the values the row had
-    right after that outbox row's change (what a session flushed); a key whose newest claimed row
-    is that one is applied from them instead of being read again (``attach`` passes them).
     ``timeout`` (seconds, default 60; None waits forever) bounds each mirror write: a mirror that
     hangs counts as failed, so its rows are retried later and the claim on them is released::
 
@@ -266,7 +269,7 @@ def drain(
                 clock = time.time() if now is None else now
                 rows = conn.execute(q.where(t.c.available_at <= clock).order_by(t.c.id).with_for_update(skip_locked=True)).all()
                 if rows:
-                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, known, timeout)
+                    _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, timeout)
         return report
     cursor = 0
     while True:
@@ -275,7 +278,7 @@ def drain(
             q = base.where(t.c.available_at <= clock, t.c.id > cursor).order_by(t.c.id).limit(batch_size)
             rows = conn.execute(q.with_for_update(skip_locked=True)).all()
             if rows:
-                _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, timeout=timeout)
+                _process(conn, rows, by_name, kinds, clock, max_attempts, backoff, report, timeout)
         if len(rows) < batch_size:
             break
         cursor = rows[-1].id  # each row is looked at once per call, even a retry that became due
@@ -303,23 +306,93 @@ async def adrain(target: Any, mirrors: Iterable[Any], **kw: Any) -> DrainReport:
     return result
 
 
+def drain_committed(
+    engine: sa.Engine,
+    mirrors: Sequence[Any],
+    ids: Mapping[str, Sequence[int]],
+    newest: Mapping[str, Mapping[Any, int]],
+    known: Mapping[str, Mapping[Any, tuple[Any, Mapping[str, Any]]]],
+    *,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> DrainReport:
+    """The drain right after a commit, of the outbox rows that transaction wrote (``attach`` calls it).
+
+    ``ids``: every outbox id the transaction wrote, per mirror name; ``newest``: ``{pk: outbox
+    id}`` of the newest change of each key; ``known``: ``{pk: (vector, metadata)}``, the values
+    right after that newest change, for the keys a session flushed whole. The claim selects the ids
+    alone. When it holds the newest row of every key (the usual case) the changes are applied as
+    given, without reading the outbox rows back, and the keys not ``known`` are read from the
+    table. Otherwise (another drainer holds some rows, or the rows are not visible because the
+    session joined a transaction it does not own) what was claimed is drained the ordinary way.
+    """
+    by_name = {m.name: m for m in mirrors}
+    report = DrainReport()
+    every = sorted(i for per_mirror in ids.values() for i in per_mirror)
+    if len(every) <= COMMITTED_BATCH:
+        _drain_committed(engine, by_name, every, ids, newest, known, timeout, report)
+        return report
+    for start in range(0, len(every), COMMITTED_BATCH):
+        # A key's older rows may fall in an earlier batch than its newest: acknowledging them
+        # there is safe, as the newest row (applied in its own batch, or kept) covers them.
+        batch = every[start : start + COMMITTED_BATCH]
+        members = set(batch)
+        part_ids = {name: [i for i in per_mirror if i in members] for name, per_mirror in ids.items()}
+        part_newest = {name: {pk: i for pk, i in per_pk.items() if i in members} for name, per_pk in newest.items()}
+        _drain_committed(engine, by_name, batch, part_ids, part_newest, known, timeout, report)
+    return report
+
+
+def _drain_committed(
+    engine: sa.Engine,
+    by_name: Mapping[str, Any],
+    every: Sequence[int],
+    ids: Mapping[str, Sequence[int]],
+    newest: Mapping[str, Mapping[Any, int]],
+    known: Mapping[str, Mapping[Any, tuple[Any, Mapping[str, Any]]]],
+    timeout: float | None,
+    report: DrainReport,
+) -> None:
+    """One transaction of :func:`drain_committed`, for the outbox rows ``every``."""
+    t = outbox_table
+    support = dialects.for_dialect(engine.dialect)
+    with engine.begin() as conn:
+        clock = time.time()
+        claim = sa.select(t.c.id).where(support.in_values(t.c.id, every), t.c.dead == 0, t.c.available_at <= clock)
+        claimed = set(conn.execute(claim.with_for_update(skip_locked=True)).scalars().all())
+        if not all(i in claimed for per_pk in newest.values() for i in per_pk.values()):
+            if claimed:
+                rows = conn.execute(sa.select(t).where(support.in_values(t.c.id, sorted(claimed))).order_by(t.c.id)).all()
+                kinds = {name: pk_kind(m.pk_column) for name, m in by_name.items()}
+                _process(conn, rows, by_name, kinds, clock, MAX_ATTEMPTS, BACKOFF, report, timeout)
+            return
+        versions = {name: {pk: version_of(i) for pk, i in per_pk.items()} for name, per_pk in newest.items()}
+        errors = _write_versions(conn, by_name, versions, known, timeout)
+        applied = [i for name, per_mirror in ids.items() if name not in errors for i in per_mirror if i in claimed]
+        failed: list[tuple[Any, str]] = []
+        if errors:
+            report.errors.update(errors)
+            lost = [i for name in errors for i in ids[name] if i in claimed]
+            for row in conn.execute(sa.select(t).where(support.in_values(t.c.id, lost))):
+                error = errors[row.mirror]
+                failed.append((row, f"{type(error).__name__}: {error}"))
+        _settle(conn, applied, failed, clock, MAX_ATTEMPTS, BACKOFF, report)
+
+
 def _process(
     conn: sa.Connection,
     rows: Sequence[Any],
-    by_name: dict[str, Any],
+    by_name: Mapping[str, Any],
     kinds: dict[str, type],
     clock: float,
     max_attempts: int,
     backoff: float,
     report: DrainReport,
-    known: Mapping[str, Mapping[Any, tuple[int, Any, Mapping[str, Any]]]] | None = None,
-    timeout: float | None = None,
+    timeout: float | None,
 ) -> None:
     """Apply one claimed batch and record the outcome of every row (in the claiming transaction).
 
-    Each key is applied with the version of its newest claimed row: with the ``known`` values of
-    that very row when there are some (the row's state right after that change), else as read
-    again now (a state at least that new).
+    Each key is applied as read again now (a state at least as new as its newest claimed row)
+    with the version of that row.
     """
     versions: dict[str, dict[Any, int]] = {}
     members: dict[str, list[Any]] = {}
@@ -333,41 +406,58 @@ def _process(
         per_pk = versions.setdefault(row.mirror, {})
         per_pk[pk] = max(per_pk.get(pk, 0), version_of(int(row.id)))
         members.setdefault(row.mirror, []).append(row)
-    given: dict[str, dict[Any, tuple[Any, Mapping[str, Any]]]] = {}
-    for name, per_pk in versions.items():
-        offered = (known or {}).get(name) or {}
-        given[name] = {
-            pk: (vector, metadata)
-            for pk, (outbox_id, vector, metadata) in offered.items()
-            if per_pk.get(pk) == version_of(outbox_id)
-        }
-    # One read per table, shared by every mirror of that table.
+    errors = _write_versions(conn, by_name, versions, {}, timeout)
+    report.errors.update(errors)
+    applied: list[int] = []
+    for name, group in members.items():
+        error = errors.get(name)
+        if error is None:
+            applied.extend(int(row.id) for row in group)
+        else:
+            failed.extend((row, f"{type(error).__name__}: {error}") for row in group)
+    _settle(conn, applied, failed, clock, max_attempts, backoff, report)
+
+
+def _write_versions(
+    conn: sa.Connection,
+    by_name: Mapping[str, Any],
+    versions: Mapping[str, Mapping[Any, int]],
+    known: Mapping[str, Mapping[Any, tuple[Any, Mapping[str, Any]]]],
+    timeout: float | None,
+) -> dict[str, BaseException]:
+    """Write each mirror's keys with their versions: the ``known`` values, else the rows read now
+    (one read per table, shared by its mirrors); the error of each mirror that failed."""
     by_table: dict[Any, list[Any]] = {}
     for name in versions:
         by_table.setdefault(by_name[name].table, []).append(by_name[name])
     current: dict[Any, Any] = {}
     for table, table_mirrors in by_table.items():
-        keys = {
-            pk
-            for m in table_mirrors
-            for pk in versions[m.name]
-            if pk not in given[m.name]
-        }
+        keys = {pk for m in table_mirrors for pk in versions[m.name] if pk not in known.get(m.name, {})}
         current[table] = read_rows(conn, table_mirrors, keys) if keys else {}
-    applied: list[int] = []
+    errors: dict[str, BaseException] = {}
     for name, per_pk in versions.items():
         mirror = by_name[name]
         try:
-            write(mirror, plan_changes(mirror, per_pk, given[name], current[mirror.table]), timeout)
+            write(mirror, plan_changes(mirror, per_pk, known.get(name, {}), current[mirror.table]), timeout)
         except Exception as err:
-            report.errors[name] = err
-            failed.extend((row, f"{type(err).__name__}: {err}") for row in members[name])
-        else:
-            applied.extend(int(row.id) for row in members[name])
+            errors[name] = err
+    return errors
+
+
+def _settle(
+    conn: sa.Connection,
+    applied: Sequence[int],
+    failed: Sequence[tuple[Any, str]],
+    clock: float,
+    max_attempts: int,
+    backoff: float,
+    report: DrainReport,
+) -> None:
+    """Delete the ``applied`` outbox rows; give each ``failed`` (row, error) one more attempt, later, or mark it dead."""
     t = outbox_table
     support = dialects.for_dialect(conn.dialect)
-    for start in range(0, len(applied), CHUNK):
-        conn.execute(t.delete().where(support.in_values(t.c.id, applied[start : start + CHUNK])))
+    if applied:  # integer ids: one parameter on both databases, however many
+        conn.execute(t.delete().where(support.in_values(t.c.id, applied)))
     report.applied += len(applied)
     if not failed:
         return

@@ -232,3 +232,11 @@ def sync_env(request: pytest.FixtureRequest) -> Iterator[SyncEnv]:
     e = make_env(_get_backend(request, request.param))
     yield e
     _teardown(e)
+
+
+@pytest.fixture
+def pg_sync_env(request: pytest.FixtureRequest) -> Iterator[SyncEnv]:
+    """PostgreSQL with psycopg 3 only (row locks, SKIP LOCKED)."""
+    e = make_env(_get_backend(request, "pg-psycopg"))
+    yield e
+    _teardown(e)

@@ -325,3 +325,155 @@ def test_outbox_with_text_and_uuid_keys(sync_backend: Any, key_kind: str) -> Non
             assert vk.verify(session, mirror).ok
     finally:
         Base.metadata.drop_all(engine)
+
+
+def test_after_commit_drain_of_a_large_transaction_runs_in_batches(env: SyncEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past COMMITTED_BATCH rows the after-commit drain takes several transactions; a key changed
+    in two flushes has an older row in an earlier batch than its newest, and must end up newest."""
+    from sqlalchemy_vectorknobs.sync import outbox as outbox_module
+
+    monkeypatch.setattr(outbox_module, "COMMITTED_BATCH", 4)
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    env.attach([mirror], outbox=True)
+
+    def go(s: Session) -> None:
+        s.add_all([Doc(id=i, category="ab"[i % 2], embedding=vec(i)) for i in range(1, 11)])
+        s.flush()  # ten outbox rows
+        for i in (2, 9):
+            s.get(Doc, i).embedding = vec(i, 1)
+        s.get(Doc, 5).category = "z"
+        s.delete(s.get(Doc, 7))
+        s.commit()  # four more: fourteen rows, four batches
+
+    env.orm(go)
+    assert env.outbox_rows(mirror) == []
+    assert mirror.writes >= 4  # one write per batch at least (the deleted key is a delete call)
+    assert_matches(env, mirror)
+    np.testing.assert_allclose(mirror.get([9])[9], vec(9, 1), atol=1e-6)
+
+
+def test_after_commit_drain_of_a_session_joined_to_an_outer_transaction(sync_env: SyncEnv) -> None:
+    """The outbox rows of a transaction the session does not own are invisible to the after-commit
+    drain: it applies nothing. They are applied once the outer transaction commits, and vanish
+    with it when it rolls back."""
+    env = sync_env
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    for outcome in ("rollback", "commit"):
+        with env.backend.engine.connect() as conn:
+            outer = conn.begin()
+            session = Session(bind=conn)
+            with vks.attach(session, [mirror], outbox=True):
+                session.add(Doc(id=1, category="a", embedding=vec(1)))
+                session.commit()  # commits nothing: the outer transaction is still open
+                assert mirror.writes == 0
+            session.close()
+            getattr(outer, outcome)()
+        report = env.drain([mirror])
+        assert report.applied == (1 if outcome == "commit" else 0) and report.remaining == 0
+    assert env.outbox_rows(mirror) == []
+    assert_matches(env, mirror)
+
+
+def test_after_commit_drain_leaves_rows_another_drainer_holds(pg_sync_env: SyncEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: when a concurrent drainer has locked the newest row of a key, the after-commit
+    drain skips that row (SKIP LOCKED), applies the rows it did claim by reading them back, and
+    leaves the locked one; a later drain applies it."""
+    import importlib
+
+    attach_module = importlib.import_module("sqlalchemy_vectorknobs.sync.attach")
+    env = pg_sync_env
+    Doc = env.Doc
+    mirror = memory_mirror(env)
+    env.attach([mirror], outbox=True)
+    env.orm(lambda s: (s.add_all([Doc(id=i, category="a", embedding=vec(i)) for i in range(1, 6)]), s.commit()))
+    mirror.reset()
+    real = attach_module.drain_written
+    t = vks.outbox_table
+
+    def with_a_locked_row(*args: Any, **kw: Any) -> Any:
+        with env.backend.engine.connect() as other:
+            other.begin()
+            newest = other.execute(
+                sa.select(t.c.id).where(t.c.mirror == mirror.name, t.c.pk == "3").order_by(t.c.id.desc()).limit(1).with_for_update()
+            ).scalar_one()
+            result = real(*args, **kw)
+            other.rollback()
+        assert [r.id for r in env.outbox_rows(mirror)] == [newest]
+        return result
+
+    monkeypatch.setattr(attach_module, "drain_written", with_a_locked_row)
+
+    def go(s: Session) -> None:
+        for i in (1, 3, 4):
+            s.get(Doc, i).embedding = vec(i, 1)
+        s.delete(s.get(Doc, 5))
+        s.commit()
+
+    env.orm(go)
+    assert mirror.written_ids() == {1, 4, 5}
+    assert sorted(r.pk for r in env.outbox_rows(mirror)) == ["3"]
+    monkeypatch.setattr(attach_module, "drain_written", real)
+    assert env.drain([mirror]).applied == 1
+    assert_matches(env, mirror)
+
+
+@pytest.mark.parametrize(("backend_id", "autocommit"), [("sqlite", False), ("sqlite", True), ("pg-psycopg", False)])
+def test_insert_ids_gives_each_row_its_own_id_in_row_order(request: pytest.FixtureRequest, backend_id: str, autocommit: bool) -> None:
+    """The dialect insert behind the outbox: ids come back in the order of the rows, checked
+    against the rows as stored. SQLite takes the newest ids after one executemany inside a
+    transaction and RETURNING in parameter order outside one (AUTOCOMMIT); PostgreSQL maps
+    RETURNING rows back by key. Rows already in the table (ids below) must not be confused."""
+    from sqlalchemy_vectorknobs import dialects
+    from sqlalchemy_vectorknobs.sync.attach import _OUTBOX_COLUMNS, _OUTBOX_CONSTANTS
+
+    from ..conftest import _get_backend
+
+    engine = _get_backend(request, backend_id).engine
+    if autocommit:
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    vks.create_outbox(engine)
+    t = vks.outbox_table
+    name = unique("ids")
+    # keys in an order unlike their text order, so a sort anywhere would show
+    keys = [str((i * 7919) % 1000) for i in range(300)]
+    rows = [(name, "docs", key, "upsert", 1.5) for key in keys]
+    support = dialects.for_dialect(engine.dialect)
+    try:
+        with engine.begin() as conn:
+            before = support.insert_ids(conn, t, _OUTBOX_COLUMNS, rows[:5], _OUTBOX_CONSTANTS, ("mirror", "pk"))
+            ids = support.insert_ids(conn, t, _OUTBOX_COLUMNS, rows[5:], _OUTBOX_CONSTANTS, ("mirror", "pk"))
+            assert support.insert_ids(conn, t, _OUTBOX_COLUMNS, [], _OUTBOX_CONSTANTS, ("mirror", "pk")) == []
+        with engine.connect() as conn:
+            stored = dict(conn.execute(sa.select(t.c.id, t.c.pk).where(t.c.mirror == name)).all())
+            constants = conn.execute(sa.select(t.c.attempts, t.c.available_at, t.c.dead).where(t.c.mirror == name)).all()
+        assert len(set(before + ids)) == 300
+        assert [stored[i] for i in before + ids] == keys
+        assert set(constants) == {(0, 0.0, 0)}
+    finally:
+        with engine.begin() as conn:
+            conn.execute(t.delete().where(t.c.mirror == name))
+
+
+def test_sqlite_in_values_one_json_parameter_for_integer_keys(sqlite_env: SyncEnv) -> None:
+    """SQLite's key lists: integer keys go as one JSON parameter, anything else as an expanding
+    IN (whose values pass their type's bind processing); both select exactly the listed rows."""
+    from sqlalchemy_vectorknobs import dialects
+
+    env = sqlite_env
+    env.seed(30)
+    t = env.table
+    engine = env.backend.engine
+    support = dialects.for_dialect(engine.dialect)
+    wanted = [3, 17, 29, 99]
+    integer = support.in_values(t.c.id, wanted)
+    assert "json_each" in str(integer.compile(engine))
+    as_text = support.in_values(t.c.category, ["a"])
+    assert "json_each" not in str(as_text.compile(engine))
+    mixed = support.in_values(t.c.id, [3, True])  # a bool is not an integer key here
+    assert "json_each" not in str(mixed.compile(engine))
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(t.c.id).where(integer)).scalars()) == [3, 17, 29]
+        assert conn.execute(sa.select(sa.func.count()).where(as_text)).scalar_one() == 15
+        assert conn.execute(sa.select(t.c.id).where(support.in_values(t.c.id, []))).all() == []
