@@ -18,7 +18,7 @@ from sqlalchemy.sql import ClauseElement
 from .distance import Distance
 from .exc import IncompatibleOperatorError, InvalidIndexError
 from .index import VectorIndex
-from .query import _needed_settings, _resolve, knn_join, nearest
+from .query import _needed_settings, _on_table, _resolve, knn_join, nearest
 from .search import _number, _positive, _vector_setup
 
 __all__ = ["RERANK_CANDIDATES_PER_K", "ammr", "arerank", "mmr", "mmr_order", "rerank", "rerank_query"]
@@ -161,7 +161,7 @@ def rerank_query(
     metric = index.vector_options.distance
     if metric not in col.type.metrics:
         raise IncompatibleOperatorError(f"{col.type.subject} has no {metric.value} distance.")
-    stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=where, index=index, candidates=n)
+    stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=_on_table(where, entity, col.table), index=index, candidates=n)
     stmt = stmt.order_by(dist, pk)
     # An HNSW scan returns at most ef_search rows: let it propose all the candidates.
     needs = {**_needed_settings(k, where, index), "ef_search": min(max(n, 40), 1000), "iterative_scan": "relaxed_order"}

@@ -129,6 +129,11 @@ class SQLiteSearch:
             pk_sql = "text primary key"
         else:
             raise UnsupportedDialectError(f"{where} needs an integer or text primary key, got {pk.type!r}.")
+        if opts.precision == "binary" and index.dim % 8:
+            raise UnsupportedDialectError(
+                f"{where} cannot quantize {index.dim} dimensions to bits: sqlite-vec's vec_quantize_binary needs "
+                "a multiple of 8; give the column a multiple of 8 dimensions, or use PostgreSQL."
+            )
         if index.storage_kind is Kind.BIT:
             if opts.index_distance is not Distance.HAMMING:
                 raise UnsupportedDialectError(f"{where} cannot use {opts.distance.value}: sqlite-vec bit vectors use hamming.")

@@ -117,3 +117,39 @@ def test_rerank_prefers_the_coarse_index_over_a_full_one(request: pytest.Fixture
         assert [i for i, _ in got] == np.argsort(exact)[:5].tolist()
     finally:
         backend.drop(md)
+
+
+@pytest.mark.parametrize("backend_id", ["sqlite", "pg-psycopg"])
+def test_rerank_on_an_aliased_entity_with_a_filter_on_the_alias(request: pytest.FixtureRequest, backend_id: str) -> None:
+    """``where=`` written against an ``aliased()`` entity is applied to the table the candidates
+    come from (it failed with "invalid reference to FROM-clause entry" before)."""
+    from sqlalchemy.orm import DeclarativeBase, aliased, mapped_column
+
+    from ..conftest import unique
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Item(Base):
+        __tablename__ = unique("rr_alias")
+        id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+        embedding = mapped_column(vk.Vector(8))
+        __table_args__ = (vk.VectorIndex(f"{__tablename__}_bin", "embedding", distance="l2", precision="binary"),)
+
+    backend = _get_backend(request, backend_id)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((60, 8)).astype(np.float32)
+    q = rng.standard_normal(8).astype(np.float32)
+    backend.create(Base.metadata)
+    try:
+        backend.session(lambda s: s.add_all([Item(id=i, embedding=x[i]) for i in range(60)]))
+        alias = aliased(Item)
+        got = backend.session(
+            lambda s: [(item.id, d) for item, d in rerank(s, alias.embedding, q, k=4, candidates=60, where=alias.id % 3 == 0)]
+        )
+        exact = np.linalg.norm(x.astype(np.float64) - q, axis=1)
+        want = [i for i in np.argsort(exact).tolist() if i % 3 == 0][:4]
+        assert [i for i, _ in got] == want
+        np.testing.assert_allclose([d for _, d in got], exact[want], rtol=1e-5)
+    finally:
+        backend.drop(Base.metadata)

@@ -139,6 +139,7 @@ def test_sqlite_ddl_is_a_vec0_table() -> None:
     [
         ({"distance": "ip"}, "vec0 supports l2, cosine and l1"),
         ({"where": "id > 3"}, "cannot be partial"),
+        ({"precision": "binary"}, "cannot quantize 3 dimensions to bits: .* needs a multiple of 8"),
     ],
 )
 def test_sqlite_refuses_what_vec0_cannot_do(kw: dict[str, Any], message: str) -> None:
