@@ -143,13 +143,7 @@ class DialectSupport(Protocol):
         """``column IN values`` for long lists of keys, in the form the driver handles best."""
 
     def insert_ids(
-        self,
-        connection: Connection,
-        table: Any,
-        names: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-        constants: Mapping[str, Any],
-        key: Sequence[str],
+        self, connection: Connection, table: Any, names: Sequence[str], rows: Sequence[tuple[Any, ...]], constants: Mapping[str, Any], key: Sequence[str]
     ) -> list[int]:
         """INSERT ``rows`` (tuples of the ``names`` columns) plus ``constants`` (SQL expressions) into
         ``table``, whose integer ``id`` autoincrements; the new ids in the order of ``rows``. The

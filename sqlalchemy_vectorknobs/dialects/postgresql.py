@@ -389,13 +389,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         return column == sa.any_(sa.cast(sa.literal(list(values), array), array))
 
     def insert_ids(
-        self,
-        connection: Connection,
-        table: Any,
-        names: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-        constants: Mapping[str, Any],
-        key: Sequence[str],
+        self, connection: Connection, table: Any, names: Sequence[str], rows: Sequence[tuple[Any, ...]], constants: Mapping[str, Any], key: Sequence[str]
     ) -> list[int]:
         """``INSERT ... SELECT ... FROM unnest(:col1, :col2, ...) RETURNING id, <key>``: one array
         parameter per column, and one plain parameter for a column that holds the same value in

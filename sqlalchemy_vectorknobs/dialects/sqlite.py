@@ -270,13 +270,7 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
         return column.in_(keys)
 
     def insert_ids(
-        self,
-        connection: Connection,
-        table: Any,
-        names: Sequence[str],
-        rows: Sequence[tuple[Any, ...]],
-        constants: Mapping[str, Any],
-        key: Sequence[str],
+        self, connection: Connection, table: Any, names: Sequence[str], rows: Sequence[tuple[Any, ...]], constants: Mapping[str, Any], key: Sequence[str]
     ) -> list[int]:
         """Inside a transaction: one ``executemany`` (SQLite cannot return rows from one), then the
         ``len(rows)`` largest ids. From the first row on the transaction holds the database's

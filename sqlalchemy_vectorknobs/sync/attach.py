@@ -396,7 +396,7 @@ class Attachment:
             newest = {self.mirrors[i].name: buf.versions[i] for i in indexes}
             known = {self.mirrors[i].name: buf.known.get(i, {}) for i in indexes}
             try:
-                report = drain_written(engine, group, ids, newest, known, timeout=self.timeout)
+                report = _outbox.drain_committed(engine, group, ids, newest, known, timeout=self.timeout)
             except Exception as err:
                 failures.update({m.name: err for m in group})
             else:
@@ -416,19 +416,6 @@ class Attachment:
         if self.on_error == "raise":
             raise MirrorSyncError(message, failures) from first
         log.error(message)
-
-
-def drain_written(
-    engine: sa.Engine,
-    mirrors: list[Any],
-    ids: dict[str, list[int]],
-    newest: dict[str, dict[Any, int]],
-    known: dict[str, dict[Any, tuple[Any, dict[str, Any]]]],
-    *,
-    timeout: float | None = DEFAULT_TIMEOUT,
-) -> _outbox.DrainReport:
-    """The after-commit drain of the outbox rows one transaction wrote (a seam for tests)."""
-    return _outbox.drain_committed(engine, mirrors, ids, newest, known, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------ attach

@@ -21,7 +21,7 @@ import sqlalchemy_vectorknobs as vk
 from sqlalchemy_vectorknobs import sync as vks
 
 # The module, not the function of the same name that the package exports.
-attach_module = importlib.import_module("sqlalchemy_vectorknobs.sync.attach")
+outbox_module = importlib.import_module("sqlalchemy_vectorknobs.sync.outbox")
 
 DIM = 8
 
@@ -54,7 +54,7 @@ def main(url: str, faiss_path: str, table: str) -> None:
     def crash(*args: object, **kw: object) -> None:
         os._exit(17)
 
-    attach_module.drain_written = crash
+    outbox_module.drain_committed = crash  # type: ignore[assignment]
     with maker() as s:
         for i in range(1, 6):
             s.get(Doc, i).embedding = vec(i, 1)

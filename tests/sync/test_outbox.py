@@ -380,16 +380,15 @@ def test_after_commit_drain_leaves_rows_another_drainer_holds(pg_sync_env: SyncE
     """PostgreSQL: when a concurrent drainer has locked the newest row of a key, the after-commit
     drain skips that row (SKIP LOCKED), applies the rows it did claim by reading them back, and
     leaves the locked one; a later drain applies it."""
-    import importlib
+    from sqlalchemy_vectorknobs.sync import outbox as outbox_module
 
-    attach_module = importlib.import_module("sqlalchemy_vectorknobs.sync.attach")
     env = pg_sync_env
     Doc = env.Doc
     mirror = memory_mirror(env)
     env.attach([mirror], outbox=True)
     env.orm(lambda s: (s.add_all([Doc(id=i, category="a", embedding=vec(i)) for i in range(1, 6)]), s.commit()))
     mirror.reset()
-    real = attach_module.drain_written
+    real = outbox_module.drain_committed
     t = vks.outbox_table
 
     def with_a_locked_row(*args: Any, **kw: Any) -> Any:
@@ -403,7 +402,7 @@ def test_after_commit_drain_leaves_rows_another_drainer_holds(pg_sync_env: SyncE
         assert [r.id for r in env.outbox_rows(mirror)] == [newest]
         return result
 
-    monkeypatch.setattr(attach_module, "drain_written", with_a_locked_row)
+    monkeypatch.setattr(outbox_module, "drain_committed", with_a_locked_row)
 
     def go(s: Session) -> None:
         for i in (1, 3, 4):
@@ -414,7 +413,7 @@ def test_after_commit_drain_leaves_rows_another_drainer_holds(pg_sync_env: SyncE
     env.orm(go)
     assert mirror.written_ids() == {1, 4, 5}
     assert sorted(r.pk for r in env.outbox_rows(mirror)) == ["3"]
-    monkeypatch.setattr(attach_module, "drain_written", real)
+    monkeypatch.setattr(outbox_module, "drain_committed", real)
     assert env.drain([mirror]).applied == 1
     assert_matches(env, mirror)
 
