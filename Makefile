@@ -39,8 +39,8 @@ test: $(VENV)/.stamp-test
 # The oldest versions pyproject.toml claims, shadowing the newest ones in .venv through PYTHONPATH.
 # To fit CI's time budget it runs the suite minus its slowest parts, which exercise the same
 # SQLAlchemy/Alembic code paths as the tests kept: the example scripts, the benchmark smoke run, the
-# reliability suite (faults, kills, restarts), the demo, the 100k-vector recall and SIGKILL crash
-# runs. `make test-oldest OLDEST_TESTS=tests` runs everything: on 2.0.24 + 1.13.0 that passes except
+# reliability suite (faults, kills, restarts), the demo, the 100k-vector recall, SIGKILL crash and
+# threaded concurrency runs. `make test-oldest OLDEST_TESTS=tests` runs everything: on 2.0.24 + 1.13.0 that passes except
 # tests/reliability/test_identifiers.py's empty table name, where SQLAlchemy 2.0.x itself raises
 # IndexError while quoting '' (2.1 refuses it cleanly).
 OLDEST_SQLALCHEMY ?= 2.0.24
@@ -48,7 +48,7 @@ OLDEST_ALEMBIC    ?= 1.13.0
 OLDEST_DIR        := $(VENV)/oldest-$(OLDEST_SQLALCHEMY)-$(OLDEST_ALEMBIC)
 OLDEST_TESTS      ?= tests --ignore=tests/examples --ignore=tests/benchmarks --ignore=tests/reliability \
                      --ignore=tests/cli/test_demo.py --ignore=tests/backends/test_recall.py \
-                     --ignore=tests/sync/test_crash.py --deselect tests/search/test_rerank.py::test_binary_rerank_recall_at_10
+                     --ignore=tests/sync/test_crash.py --ignore=tests/sync/test_concurrency.py --deselect tests/search/test_rerank.py::test_binary_rerank_recall_at_10
 test-oldest: $(VENV)/.stamp-test
 	$(BIN)/python -m pip install -q --no-deps --target $(OLDEST_DIR) "sqlalchemy==$(OLDEST_SQLALCHEMY)" "alembic==$(OLDEST_ALEMBIC)"
 	PYTHONPATH=$(OLDEST_DIR) $(BIN)/python -c "import sqlalchemy, alembic; \

@@ -36,12 +36,12 @@ def data() -> dict[str, np.ndarray]:
     return {"x": x.astype(np.float32), "q": (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)}
 
 
-@pytest.fixture(scope="module", params=["pg-psycopg", "pg-asyncpg", "pg-psycopg2"])
-def loaded(request: pytest.FixtureRequest, data: dict[str, np.ndarray]) -> Iterator[tuple[Backend, sa.Table]]:
-    """One loaded table per driver, shared by the module's tests (they only read it)."""
+@pytest.fixture(scope="module")
+def shared_table(request: pytest.FixtureRequest, data: dict[str, np.ndarray]) -> Iterator[sa.Table]:
+    """The loaded table, built once through psycopg 3 (the three drivers reach the same database)."""
     from ..conftest import _get_backend
 
-    pg_backend = _get_backend(request, request.param)
+    builder = _get_backend(request, "pg-psycopg")
     name = unique("filt")
     md = sa.MetaData()
     t = sa.Table(
@@ -53,15 +53,23 @@ def loaded(request: pytest.FixtureRequest, data: dict[str, np.ndarray]) -> Itera
         sa.Column("embedding", vk.Vector(DIM)),
         vk.VectorIndex(f"{name}_hnsw", "embedding", distance="cosine"),
     )
-    pg_backend.run(md.create_all)
+    builder.run(md.create_all)
     x = data["x"]
     rows = ({"id": i, "tag": i % TAGS, "grp": i % GROUPS, "embedding": x[i]} for i in range(N))
-    pg_backend.run(lambda c: vk.bulk_load(c, t, rows))
-    pg_backend.run(lambda c: c.exec_driver_sql(f"ANALYZE {name}"))
+    builder.run(lambda c: vk.bulk_load(c, t, rows))
+    builder.run(lambda c: c.exec_driver_sql(f"ANALYZE {name}"))
     try:
-        yield pg_backend, t
+        yield t
     finally:
-        pg_backend.run(md.drop_all)
+        builder.run(md.drop_all)
+
+
+@pytest.fixture(scope="module", params=["pg-psycopg", "pg-asyncpg", "pg-psycopg2"])
+def loaded(request: pytest.FixtureRequest, shared_table: sa.Table) -> tuple[Backend, sa.Table]:
+    """Each driver over the shared table (the module's tests only read it)."""
+    from ..conftest import _get_backend
+
+    return _get_backend(request, request.param), shared_table
 
 
 @pytest.fixture
