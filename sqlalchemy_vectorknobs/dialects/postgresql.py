@@ -402,16 +402,13 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         if not rows:
             return []
         first = rows[0]
-        varying = [name for n, name in enumerate(names) if any(row[n] != first[n] for row in rows)]
+        # (Rows all alike still unnest one column, for the row count.)
+        varying = [name for n, name in enumerate(names) if any(row[n] != first[n] for row in rows)] or [names[0]]
         arrays = []
         for name in varying:
             n = names.index(name)
             array = ARRAY(table.c[name].type)
             arrays.append(sa.cast(sa.literal([row[n] for row in rows], array), array))
-        if not arrays:  # every row the same: unnest one column anyway, for the row count
-            varying = [names[0]]
-            array = ARRAY(table.c[names[0]].type)
-            arrays.append(sa.cast(sa.literal([row[0] for row in rows], array), array))
         source = sa.func.unnest(*arrays).table_valued(*varying).render_derived()
         values = [
             source.c[name] if name in varying else sa.literal(first[n], table.c[name].type).label(name) for n, name in enumerate(names)

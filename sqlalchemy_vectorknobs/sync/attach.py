@@ -296,13 +296,13 @@ class Attachment:
         """Insert one outbox row per change; return the row id of each (mirror index, pk)."""
         self._check_outbox(conn)
         now = time.time()
-        keys = [(index, pk) for index, per_pk in changes.items() for pk in per_pk]
-        named = [(self.mirrors[index].name, self.mirrors[index].table.fullname) for index in changes]
-        rows = [
-            (name, table_name, encode_pk(pk), op, now)
-            for (name, table_name), per_pk in zip(named, changes.values())
-            for pk, op in per_pk.items()
-        ]
+        keys: list[tuple[int, Any]] = []
+        rows: list[tuple[Any, ...]] = []
+        for index, per_pk in changes.items():
+            mirror = self.mirrors[index]
+            for pk, op in per_pk.items():
+                keys.append((index, pk))
+                rows.append((mirror.name, mirror.table.fullname, encode_pk(pk), op, now))
         # Each (mirror, pk) appears once: those two columns tell the rows apart.
         ids = dialects.for_dialect(conn.dialect).insert_ids(conn, _outbox.outbox_table, _OUTBOX_COLUMNS, rows, _OUTBOX_CONSTANTS, ("mirror", "pk"))
         out: dict[int, dict[Any, int]] = {}

@@ -20,8 +20,8 @@ How a drain works, per batch of ``batch_size`` rows in id order:
 3. re-read the current committed rows and upsert those present (with a vector) or delete the
    others, passing ``versions=`` the outbox ids (plus :data:`VERSION_BASE`), so an older change
    that arrives late is ignored by the mirror and can never resurrect an old vector (the drain
-   right after a commit skips the read for rows whose flushed values it was given: the state
-   right after that outbox row's change, see ``known``);
+   right after a commit, :func:`drain_committed`, claims only the rows its transaction wrote and
+   skips the reads for the rows whose flushed values it was given);
 4. delete the applied rows; a failed row gets ``attempts + 1``, ``last_error`` and an
    ``available_at`` pushed back exponentially (``backoff * 2 ** (attempts - 1)`` seconds), and
    after ``max_attempts`` it is marked ``dead``: kept in the table, listed in the report, never
@@ -236,7 +236,7 @@ def drain(
 
     ``target`` is an Engine (or a Connection, session or session factory whose engine is used;
     each batch runs in its own transaction on its own connection). ``ids`` restricts the drain to
-    those outbox rows (what ``attach`` does after a commit). ``now`` is the time, in seconds
+    those outbox rows. ``now`` is the time, in seconds
     since the epoch, that decides which delayed retries are due (default: the clock).
     ``timeout`` (seconds, default 60; None waits forever) bounds each mirror write: a mirror that
     hangs counts as failed, so its rows are retried later and the claim on them is released::
