@@ -11,6 +11,12 @@ installs nothing). Every session then:
   the same transaction. A statement whose values cannot be read in Python (``insert ... from
   select``, multi-row ``values([...])``) leaves its rows stale, which ``vk.stale()`` lists.
 
+Bulk statements are seen where the ORM hands them to the Core ``Connection`` (``before_execute``
+and ``after_execute``, acting only on ORM-enabled DML of a table with an embedded column), not in
+the session's ``do_orm_execute``: once any ``do_orm_execute`` listener exists, SQLAlchemy prepares
+every ORM statement twice, which costs a plain ``select()`` about 5 % (see docs/performance.md).
+A flush's own statements and Core statements are not ORM-enabled and pass untouched.
+
 Under an ``AsyncSession`` the flush runs in SQLAlchemy's greenlet; the embedder is then awaited
 on the event loop (``aembed`` if it has one, else ``embed`` in a worker thread), so the loop is
 never blocked by a model.
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +34,8 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.orm import Mapper, ORMExecuteState, Session
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
@@ -46,9 +54,8 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    event.listen(Session, "before_flush", _before_flush)
-    event.listen(Session, "do_orm_execute", _do_orm_execute)
-    event.listen(Mapper, "mapper_configured", _check_mapper)
+    for target, name, fn, kw in _LISTENERS:
+        event.listen(target, name, fn, **kw)
     _installed = True
 
 
@@ -57,9 +64,8 @@ def uninstall() -> None:
     global _installed
     if not _installed:
         return
-    event.remove(Session, "before_flush", _before_flush)
-    event.remove(Session, "do_orm_execute", _do_orm_execute)
-    event.remove(Mapper, "mapper_configured", _check_mapper)
+    for target, name, fn, _ in _LISTENERS:
+        event.remove(target, name, fn)
     _installed = False
 
 
@@ -203,7 +209,7 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
     new rows on SQLite). Mercurial's ``util.nogc`` does the same for large containers. Only if the
     collector was on, and it is switched back on afterwards, also when the embedder fails.
     """
-    new, dirty = session.new, session.dirty  # each builds a set: once per flush
+    new, dirty = _flush_states(session)
     if len(new) + len(dirty) < _GC_PAUSE_ROWS or not gc.isenabled():
         _embed_flush(new, dirty)
         return
@@ -214,16 +220,29 @@ def _before_flush(session: Session, flush_context: Any, instances: Any) -> None:
         gc.enable()
 
 
+def _flush_states(session: Session) -> tuple[Sequence[Any], Sequence[Any]]:
+    """The instance states of ``session.new`` and ``session.dirty``.
+
+    Read from the session's own collections when it has them (SQLAlchemy 2.0 and 2.1): the
+    public ``session.new``/``session.dirty`` build an ``IdentitySet`` each, about 4 µs per flush,
+    which was most of the plugin's cost on a flush of one row of a model without vectors.
+    """
+    pending = getattr(session, "_new", None)
+    modified = getattr(session.identity_map, "_modified", None)
+    deleted = getattr(session, "_deleted", None)
+    if pending is None or modified is None or deleted is None:  # pragma: no cover - other SQLAlchemy internals
+        return [instance_state(o) for o in session.new], [instance_state(o) for o in session.dirty]
+    return list(pending), [st for st in modified if st not in deleted] if modified else []
+
+
 def _embed_flush(new: Iterable[Any], dirty: Iterable[Any]) -> None:
     jobs: list[_Job] = []
-    for obj in new:
-        state = instance_state(obj)
+    for state in new:
         for plan in plans_for(state.mapper):
             job = _new_row(plan, state)
             if job is not None:
                 jobs.append(job)
-    for obj in dirty:
-        state = instance_state(obj)
+    for state in dirty:
         if state.key is None:
             continue
         for plan in plans_for(state.mapper):
@@ -281,73 +300,75 @@ def _changed_row(plan: Plan, state: Any) -> _Job | None:
 
 
 # ------------------------------------------------------------------------------ bulk statements
+#
+# A bulk statement reaches the Core connection with column keys: parameter dicts of an INSERT (one
+# dict, or a list for executemany) and ``.values()`` are keyed by ``Column.key``, and a bulk
+# UPDATE by primary key binds each key under the column's label (``<table>_<key>``), as the ORM's
+# flush does. ``before_execute`` adds the vectors of an INSERT (or notes the keys an UPDATE is
+# about to change); ``after_execute`` embeds those rows from their text as updated.
 
 
-def _statement_specs(orm_state: ORMExecuteState) -> tuple[Any, list[EmbeddedColumn]]:
-    table = getattr(orm_state.statement, "table", None)
-    specs = [s for s in specs_of(table) if s.mode == "inline"] if table is not None else []
-    return table, specs
+def _bulk_specs(conn: Connection, elem: Any) -> list[EmbeddedColumn]:
+    """The inline embedded columns ``elem`` must fill: an INSERT or UPDATE of their table, run by a
+    session as an ORM statement, or as a Core statement other than the session's own flush."""
+    if not getattr(elem, "is_dml", False) or not (elem.is_insert or elem.is_update):
+        return []  # every statement passes here, SELECTs included: keep this test cheap
+    specs = specs_of(getattr(elem, "table", None))
+    if not specs:
+        return []
+    if elem._propagate_attrs.get("compile_state_plugin") != "orm":
+        session = _session_of(conn)
+        if session is None or getattr(session, "_flushing", False):
+            return []  # a Core statement outside a session, or a flush (its rows were embedded before it)
+    return [s for s in specs if s.mode == "inline"]
 
 
 def _key_of(key: Any) -> str:
     return key if isinstance(key, str) else str(getattr(key, "key", None) or getattr(key, "name", key))
 
 
-def _do_orm_execute(orm_state: ORMExecuteState) -> Any:
-    if not orm_state.statement.is_dml:  # every SELECT passes here: keep this test cheap
-        return None
-    if not (orm_state.is_insert or orm_state.is_update):
-        return None
-    table, specs = _statement_specs(orm_state)
-    if not specs:
-        return None
-    if orm_state.is_insert:
-        return _bulk_insert(orm_state, specs)
-    return _bulk_update(orm_state, specs)
-
-
-def _param_keys(spec: EmbeddedColumn, mapper: Any) -> tuple[str, str, str, list[str]]:
-    """(vector, hash, model, sources) keys of parameter dicts: attribute keys under the ORM."""
-    if mapper is not None:
-        plan = next(p for p in plans_for(mapper) if p.spec is spec)
-        return plan.vector_key, plan.hash_key, plan.model_key, list(plan.source_keys)
+def _column_keys(spec: EmbeddedColumn) -> tuple[str, str, str, list[str]]:
+    """(vector, hash, model, sources): the keys of the Core parameters and values of ``spec``'s columns."""
     return spec.bound_column.key, spec.hash_column.key, spec.model_column.key, [c.key for c in spec.source_columns]
 
 
-def _bulk_insert(orm_state: ORMExecuteState, specs: list[EmbeddedColumn]) -> Any:
-    stmt: Any = orm_state.statement
-    mapper = orm_state.bind_mapper
-    params: Any = orm_state.parameters
-    if params:
-        rows = params if isinstance(params, list) else [params]
+def _before_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, execution_options: Any) -> tuple[Any, Any, Any]:
+    specs = _bulk_specs(conn, elem)
+    if not specs:
+        return elem, multiparams, params
+    if elem.is_insert:
+        return _bulk_insert(elem, multiparams, params, specs)
+    _before_update(conn, elem, list(multiparams) or ([params] if params else []), specs)
+    return elem, multiparams, params
+
+
+def _bulk_insert(elem: Any, multiparams: Any, params: Any, specs: list[EmbeddedColumn]) -> tuple[Any, Any, Any]:
+    rows = list(multiparams) or ([params] if params else [])
+    if rows:
         new = [dict() for _ in rows]  # type: list[dict[str, Any]]
         jobs = []
         for spec in specs:
-            vk_, hk, mk, sk = _param_keys(spec, mapper)
+            vk_, hk, mk, sk = _column_keys(spec)
             for row, out in zip(rows, new):
                 if row.get(vk_) is not None:
                     continue
                 text, h = spec.text_and_hash([row.get(k) for k in sk])
                 jobs.append(_Job(spec, text, h, (out, vk_, hk, mk)))
-        done, failed = embed_jobs(jobs)
-        handle_failures(failed, "a bulk INSERT")
-        for job, vector in done:
-            out, vk_, hk, mk = job.target
-            out.update({vk_: vector, hk: job.hash, mk: job.spec.fingerprint})
+        _fill(jobs, "a bulk INSERT")
         if not any(new):
-            return None
+            return elem, multiparams, params
         # Every row needs the same keys (executemany); rows with a failed or hand-set vector keep theirs.
         keys = {k for d in new for k in d}
-        merged = [{**{k: row.get(k) for k in keys}, **out} for row, out in zip(rows, new)]
-        return orm_state.invoke_statement(params=merged if isinstance(params, list) else merged[0])
-    set_values: Any = getattr(stmt, "_values", None)
-    if not set_values or getattr(stmt, "_multi_values", None) or getattr(stmt, "select", None) is not None:
-        return None  # multi-row VALUES / INSERT FROM SELECT: rows stay stale, vk.stale() lists them
+        merged = [{**{k: row.get(k) for k in keys}, **row, **out} for row, out in zip(rows, new)]
+        return (elem, merged, {}) if multiparams else (elem, [], merged[0])
+    set_values: Any = getattr(elem, "_values", None)
+    if not set_values or getattr(elem, "_multi_values", None) or getattr(elem, "select", None) is not None:
+        return elem, multiparams, params  # multi-row VALUES / INSERT FROM SELECT: rows stay stale, vk.stale() lists them
     given = {_key_of(k): v for k, v in set_values.items()}
     extra: dict[str, Any] = {}
     jobs = []
     for spec in specs:
-        vk_, hk, mk, sk = _param_keys(spec, None)
+        vk_, hk, mk, sk = _column_keys(spec)
         if vk_ in given:
             continue
         literal = [given.get(k) for k in sk]
@@ -355,50 +376,74 @@ def _bulk_insert(orm_state: ORMExecuteState, specs: list[EmbeddedColumn]) -> Any
             continue  # a SQL expression as source: cannot be read in Python, the row stays stale
         text, h = spec.text_and_hash([None if v is None else v.value for v in literal])
         jobs.append(_Job(spec, text, h, (extra, vk_, hk, mk)))
+    _fill(jobs, "an INSERT")
+    return (elem.values(extra), multiparams, params) if extra else (elem, multiparams, params)
+
+
+def _fill(jobs: list[_Job], what: str) -> None:
+    """Embed ``jobs`` and write each vector, text hash and model into its target parameter dict."""
     done, failed = embed_jobs(jobs)
-    handle_failures(failed, "an INSERT")
+    handle_failures(failed, what)
     for job, vector in done:
         out, vk_, hk, mk = job.target
         out.update({vk_: vector, hk: job.hash, mk: job.spec.fingerprint})
-    if not extra:
-        return None
-    return orm_state.invoke_statement(statement=stmt.values(**extra))
 
 
-def _bulk_update(orm_state: ORMExecuteState, specs: list[EmbeddedColumn]) -> Any:
-    stmt: Any = orm_state.statement
-    mapper = orm_state.bind_mapper
-    params: Any = orm_state.parameters
-    touched = {_key_of(k) for k in (getattr(stmt, "_values", None) or {})}
-    rows = params if isinstance(params, list) else ([params] if params else [])
+#: Per connection: the UPDATE about to run, the embedded columns and keys it changes, and (for an
+#: UPDATE with a WHERE clause) the SELECT of the keys it matches.
+_PENDING: weakref.WeakKeyDictionary[Connection, tuple[Any, list[EmbeddedColumn], list[Any], Any]] = weakref.WeakKeyDictionary()
+#: The session each connection last began a transaction for (whose Core statements count, and
+#: whose objects a bulk UPDATE's re-embedding expires).
+_SESSIONS: weakref.WeakKeyDictionary[Connection, weakref.ref[Session]] = weakref.WeakKeyDictionary()
+
+
+def _before_update(conn: Connection, elem: Any, rows: list[Any], specs: list[EmbeddedColumn]) -> None:
+    touched = {_key_of(k) for k in (getattr(elem, "_values", None) or {})}
     for row in rows:
         touched.update(row)
-    specs = [s for s in specs if touched & set(_param_keys(s, mapper)[3])]
+    specs = [s for s in specs if touched.intersection(_column_keys(s)[3])]
     if not specs:
-        return None
-    session = orm_state.session
-    conn = session.connection(bind_arguments=orm_state.bind_arguments)
+        return
     pk = specs[0].primary_key
-    if orm_state.is_executemany or (rows and getattr(stmt, "whereclause", None) is None):
-        pk_key = _param_keys_pk(specs[0], mapper)
-        pks = [row[pk_key] for row in rows if pk_key in row]
-    else:
-        where = stmt.whereclause
-        sel = sa.select(pk) if where is None else sa.select(pk).where(where)
-        pks = list(conn.execute(sel).scalars())
-    result = orm_state.invoke_statement()
+    label = getattr(pk, "_label", None)
+    if rows:  # bulk UPDATE by primary key
+        if label not in rows[0]:
+            return  # parameters bind the WHERE clause some other way: the rows stay stale, vk.stale() lists them
+        _PENDING[conn] = (elem, specs, [row[label] for row in rows if label in row], None)
+        return
+    where = elem.whereclause
+    matched = sa.select(pk) if where is None else sa.select(pk).where(where)
+    _PENDING[conn] = (elem, specs, list(conn.execute(matched).scalars()), matched)
+
+
+def _after_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, execution_options: Any, result: Any) -> None:
+    if not _PENDING:
+        return
+    pending = _PENDING.get(conn)
+    if pending is None or pending[0] is not elem:
+        return
+    del _PENDING[conn]
+    _, specs, pks, matched = pending
+    if matched is not None:
+        # Under READ COMMITTED the UPDATE also changed rows another transaction committed after the
+        # SELECT before it: those that still match are selected again (the rows the UPDATE moved
+        # out of its own WHERE clause were in the first SELECT).
+        pks = list(dict.fromkeys([*pks, *conn.execute(matched).scalars()]))
     for spec in specs:
-        failed = embed_rows(conn, spec, pks)
-        handle_failures(failed, "a bulk UPDATE")
-    if mapper is not None and pks:
+        handle_failures(embed_rows(conn, spec, pks), "a bulk UPDATE")
+    session = _session_of(conn)
+    mapper = getattr(elem._propagate_attrs.get("plugin_subject"), "mapper", None)
+    if session is not None and mapper is not None and pks:
         _expire(session, mapper, specs, pks)
-    return result
 
 
-def _param_keys_pk(spec: EmbeddedColumn, mapper: Any) -> str:
-    if mapper is not None:
-        return str(mapper.get_property_by_column(spec.primary_key).key)
-    return str(spec.primary_key.key)
+def _remember_session(session: Session, transaction: Any, connection: Connection) -> None:
+    _SESSIONS[connection] = weakref.ref(session)
+
+
+def _session_of(conn: Connection) -> Session | None:
+    ref = _SESSIONS.get(conn)
+    return ref() if ref is not None else None
 
 
 def _expire(session: Session, mapper: Any, specs: list[EmbeddedColumn], pks: Iterable[Any]) -> None:
@@ -408,6 +453,15 @@ def _expire(session: Session, mapper: Any, specs: list[EmbeddedColumn], pks: Ite
         obj = session.identity_map.get(mapper.identity_key_from_primary_key([pk]))
         if obj is not None:
             session.expire(obj, keys)
+
+
+_LISTENERS: list[tuple[Any, str, Any, dict[str, Any]]] = [
+    (Session, "before_flush", _before_flush, {}),
+    (Session, "after_begin", _remember_session, {}),
+    (Engine, "before_execute", _before_execute, {"retval": True}),
+    (Engine, "after_execute", _after_execute, {}),
+    (Mapper, "mapper_configured", _check_mapper, {}),
+]
 
 
 # ------------------------------------------------------------------------------ writing rows

@@ -11,12 +11,12 @@ import math
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import sqlalchemy_vectorknobs as vk
 
-from ..conftest import Backend
-from .conftest import Counting, drift, make_model, stale_ids
+from ..conftest import Backend, unique
+from .conftest import DIM, Counting, drift, make_model, reference, stale_ids
 
 
 def _seed(env: Backend, Doc: type, n: int, *, body: bool = True) -> None:
@@ -425,3 +425,89 @@ def test_backfill_shows_a_progress_bar(sqlite_backend: Backend, capsys: pytest.C
     err = capsys.readouterr().err
     assert report.embedded == 30 and report.batches == 3
     assert f"backfill {Doc.__table__.name}.embedding" in err and "30/30" in err
+
+
+def test_bulk_statements_on_columns_named_apart_from_their_attributes(env: Backend) -> None:
+    """Every bulk path, on a model whose attribute keys are not its column keys; Core statements
+    through the session are embedded, Core on a connection of its own leaves its row stale."""
+    emb = Counting()
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Doc(Base):
+        __tablename__ = unique("eapart")
+        id: Mapped[int] = mapped_column("doc_id", sa.Integer, primary_key=True, autoincrement=False)
+        title: Mapped[str | None] = mapped_column("title_col", sa.String(200))
+        body: Mapped[str | None] = mapped_column("body_col", sa.Text)
+        embedding = vk.embedded_column(vk.Vector(DIM), source=("title_col", "body_col"), embedder=emb, name="vec_col")
+
+    env.create(Doc.metadata)
+    t = Doc.__table__
+
+    def go(s: Session) -> list[tuple[int, np.ndarray | None]]:
+        s.execute(sa.insert(Doc), [{"id": i, "title": f"bulk {i}"} for i in range(10)])
+        s.execute(sa.insert(Doc), {"id": 10, "title": "one dict", "body": "b"})
+        s.execute(sa.insert(Doc).values(id=11, title="values()"))
+        s.execute(t.insert(), [{"doc_id": 12, "title_col": "Core insert"}, {"doc_id": 13, "title_col": "Core insert 2"}])
+        s.commit()
+        held = [s.get(Doc, 2), s.get(Doc, 7)]
+        assert all(d is not None and d.embedding is not None for d in held)
+        s.execute(sa.update(Doc).where(Doc.id < 4).values(title=Doc.title + " (edited)"))
+        s.execute(sa.update(Doc), [{"id": 7, "body": "by key"}, {"id": 8, "body": "by key too"}])
+        s.execute(t.update().where(t.c.doc_id == 12).values(body_col="Core update"))
+        # Objects held by the session see the re-embedded vectors (their vector attributes expired).
+        seen = [(d.id, d.embedding) for d in held]
+        s.commit()
+        return seen
+
+    seen = env.orm(go)
+    env.run(lambda c: c.execute(t.update().where(t.c.doc_id == 13).values(body_col="Core, no session")))
+
+    def read(s: Session) -> tuple[dict[int, tuple[str | None, str | None, np.ndarray | None]], set[int]]:
+        rows = {r.doc_id: (r.title_col, r.body_col, r.vec_col) for r in s.execute(sa.select(t))}
+        listed = {r[0] for r in s.execute(sa.select(t.c.doc_id).where(vk.stale_condition(Doc)))}
+        return rows, listed
+
+    rows, listed = env.orm(read)
+    assert rows[3][0] == "bulk 3 (edited)" and rows[7][1] == "by key" and rows[12][1] == "Core update"
+    wrong = set()
+    for pk, (title, body, got) in rows.items():
+        want = reference(emb, title, body)
+        if got is None or want is None or not np.allclose(got, want, atol=1e-6):
+            wrong.add(pk)
+    assert wrong == listed == {13}
+    for pk, vector in seen:
+        assert vector is not None and np.allclose(vector, reference(emb, *rows[pk][:2]), atol=1e-6)
+
+
+def test_bulk_update_re_embeds_a_row_committed_between_its_select_and_its_update(request: pytest.FixtureRequest) -> None:
+    """PostgreSQL, READ COMMITTED: a row another transaction commits after the keys were selected
+    is still changed by the UPDATE, and must be re-embedded too."""
+    from ..conftest import _get_backend
+
+    env = _get_backend(request, "pg-psycopg")
+    emb = Counting()
+    Doc = make_model(emb)
+    env.create(Doc.metadata)
+    _seed(env, Doc, 6)
+    table = Doc.__table__.name
+    injected: list[int] = []
+
+    def commit_a_row_first(conn: sa.Connection, cursor: object, statement: str, *args: object) -> None:
+        if statement.startswith(f"UPDATE {table} SET title") and not injected:
+            injected.append(1)
+            with Session(env.engine) as other:  # another transaction, committed before the UPDATE runs
+                other.add(Doc(id=6, title="inserted meanwhile"))
+                other.commit()
+
+    def go(s: Session) -> None:
+        sa.event.listen(s.connection(), "before_cursor_execute", commit_a_row_first)
+        s.execute(sa.update(Doc).where(Doc.id >= 4).values(title="bulk title"))
+        s.commit()
+
+    env.orm(go)
+    assert injected
+    rows = env.orm(lambda s: {d.id: d.title for d in s.scalars(sa.select(Doc))})
+    assert rows[6] == rows[5] == "bulk title"  # the UPDATE changed the row committed in between
+    assert env.orm(lambda s: drift(s, Doc, emb)) == (set(), set())
