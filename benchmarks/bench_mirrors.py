@@ -5,13 +5,18 @@ one warm-up round and then ``repeats`` rounds, the compared paths alternating; m
 are printed with the ratio. Nothing here is asserted: the targets of issue 6 are printed as
 met/MISSED.
 
-1. Lag of a 1-row change (Faiss, HNSW m=32, holding N rows): one ORM UPDATE of the vector,
-   ``session.commit()``, then ``mirror.search(new_vector, k=10)`` until it returns that row. Timed
-   from the moment the database COMMIT returns (a session ``after_commit`` listener registered
-   before ``vk.attach``'s) to the search that finds it -- how far the mirror trails SQL; the p99
-   from just before ``commit()`` (adding the flush and the COMMIT itself) is shown too. p50 and p99 over the commits, with
-   ``vk.attach`` and ``vk.attach(outbox=True)``, the index in memory and saved to a file
-   (``autosave``), on SQLite and PostgreSQL. Target: p99 <= 5 ms.
+1. Lag of a 1-row change (Faiss, HNSW m=32, holding N rows): one ORM UPDATE of the vector, then
+   ``session.commit()``. Timed from the moment the database COMMIT returns (a session
+   ``after_commit`` listener registered before ``vk.attach``'s) to the first
+   ``mirror.search(new_vector, k=10)`` that returns the row -- how far the mirror trails SQL, as a
+   reader in another thread sees it. That search runs the moment ``mirror.upsert`` returns (a
+   wrapper on the mirror instance), as a reader polling the index would find it, not after
+   ``commit()`` returns: with the outbox, ``commit()`` then still acknowledges its outbox rows in
+   a second transaction, after the mirror already has the change. If it misses the row, searches
+   continue after ``commit()`` until one finds it. The p99 of ``commit()`` itself and of the whole
+   (from just before ``commit()``, flush and COMMIT included, to the change found) are shown too.
+   p50 and p99 over the commits, with ``vk.attach`` and ``vk.attach(outbox=True)``, the index in
+   memory and saved to a file (``autosave``), on SQLite and PostgreSQL. Target: p99 <= 5 ms.
 2. A 1,000-row commit into a Faiss mirror (flat and HNSW, starting empty). *Plugin*: the median
    time ``session.commit()`` of 1,000 new ORM rows (``add_all`` before the timing; the commit
    flushes the INSERTs) takes with the mirror attached, minus the median time the same commit
@@ -116,9 +121,9 @@ def percentile(samples: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- 1. lag of a 1-row change
 
 
-def bench_lag(engine: sa.Engine, n: int, commits: int, tmp: Path) -> list[tuple[str, float, float, float]]:
-    """Per configuration: (label, p50 and p99 lag from the database COMMIT to searchable, p99 from the
-    start of ``session.commit()``, which adds the flush and the COMMIT itself)."""
+def bench_lag(engine: sa.Engine, n: int, commits: int, tmp: Path) -> list[tuple[str, float, float, float, float]]:
+    """Per configuration: (label, p50 and p99 lag from the database COMMIT to searchable, p99 of
+    ``session.commit()`` itself, p99 from its start to searchable)."""
     reset(engine)
     base = load_rows(engine, n)
     out = []
@@ -130,6 +135,19 @@ def bench_lag(engine: sa.Engine, n: int, commits: int, tmp: Path) -> list[tuple[
             if on_disk:
                 mirror.save()
                 mirror.autosave = True
+            # What the next commit changes (pk, vector), and the moment a search first found it.
+            target: list[Any] = [None, None]
+            found_at: list[float] = []
+            upsert = mirror.upsert
+
+            def searched_upsert(*args: Any, mirror: Any = mirror, upsert: Any = upsert, target: list[Any] = target, found_at: list[float] = found_at, **kw: Any) -> Any:
+                done = upsert(*args, **kw)
+                pk, vec = target
+                if pk is not None and pk in [key for key, _ in mirror.search(vec, k=10)]:
+                    found_at.append(time.perf_counter())
+                return done
+
+            mirror.upsert = searched_upsert  # type: ignore[method-assign]
             maker = sessionmaker(engine, expire_on_commit=False)
             committed: list[float] = []
             # Registered before vk.attach's own after_commit listener, so it runs first: the moment
@@ -139,6 +157,7 @@ def bench_lag(engine: sa.Engine, n: int, commits: int, tmp: Path) -> list[tuple[
             rng = random.Random(7)
             fresh = vectors(commits + 20, 99 + 2 * outbox + on_disk)  # new values in every configuration
             lags: list[float] = []
+            calls: list[float] = []
             totals: list[float] = []
             missed = 0
             for j in range(commits + 20):  # the first 20 are warm-up
@@ -147,22 +166,29 @@ def bench_lag(engine: sa.Engine, n: int, commits: int, tmp: Path) -> list[tuple[
                     doc = s.get(Doc, pk)
                     assert doc is not None
                     doc.embedding = fresh[j]
+                    found_at.clear()
+                    target[:] = [pk, fresh[j]]
                     t0 = time.perf_counter()
                     s.commit()
-                    found = False
+                    returned = time.perf_counter()
+                    target[:] = [None, None]
+                    found = bool(found_at)
                     while not found and time.perf_counter() - t0 < 1.0:
                         found = pk in [key for key, _ in mirror.search(fresh[j], k=10)]
-                    done = time.perf_counter()
+                        if found:
+                            found_at.append(time.perf_counter())
                 if j >= 20:
+                    done = found_at[0] if found_at else time.perf_counter()
                     lags.append((done - committed[-1]) * 1000)
-                    totals.append((done - t0) * 1000)
+                    calls.append((returned - t0) * 1000)
+                    totals.append((max(done, returned) - t0) * 1000)
                     missed += not found
             attachment.detach()
             mirror.close()
             label = f"attach{'(outbox=True)' if outbox else ''}, index {'saved to a file' if on_disk else 'in memory'}"
             if missed:
                 label += f" ({missed} not found by HNSW within 1 s)"
-            out.append((label, percentile(lags, 50), percentile(lags, 99), percentile(totals, 99)))
+            out.append((label, percentile(lags, 50), percentile(lags, 99), percentile(calls, 99), percentile(totals, 99)))
     return out
 
 
@@ -391,10 +417,10 @@ def main() -> None:
             for dialect, engine in engines.items():
                 rows = bench_lag(engine, n, commits, tmp)
                 print(flush=True)
-                print(f"[{dialect}] 1. lag from commit() to searchable, 1-row change, Faiss HNSW holding {n:,} rows ({commits} commits)")
+                print(f"[{dialect}] 1. lag from the database COMMIT to searchable, 1-row change, Faiss HNSW holding {n:,} rows ({commits} commits)")
                 print("  target: p99 <= 5 ms")
-                for label, p50, p99, total in rows:
-                    print(f"  {label:<52} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   {verdict(p99 <= 5)}   (from commit() start: p99 {total:6.2f} ms)")
+                for label, p50, p99, call, total in rows:
+                    print(f"  {label:<52} p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   {verdict(p99 <= 5)}   (commit() p99 {call:6.2f} ms; from its start to searchable p99 {total:6.2f} ms)")
                     summary.append(f"{dialect}: 1-row lag p99 {p99:.2f} ms, {label} ({verdict(p99 <= 5)})")
 
         if args.only in (None, "commit"):
