@@ -11,11 +11,13 @@ installs nothing). Every session then:
   the same transaction. A statement whose values cannot be read in Python (``insert ... from
   select``, multi-row ``values([...])``) leaves its rows stale, which ``vk.stale()`` lists.
 
-Bulk statements are seen where the ORM hands them to the Core ``Connection`` (``before_execute``
-and ``after_execute``, acting only on ORM-enabled DML of a table with an embedded column), not in
-the session's ``do_orm_execute``: once any ``do_orm_execute`` listener exists, SQLAlchemy prepares
-every ORM statement twice, which costs a plain ``select()`` about 5 % (see docs/performance.md).
-A flush's own statements and Core statements are not ORM-enabled and pass untouched.
+Bulk statements are seen where the ORM hands them to the Core ``Connection`` (the engines'
+``before_execute``; a bulk UPDATE adds ``after_execute`` to its own connection), not in the
+session's ``do_orm_execute``: once any ``do_orm_execute``
+listener exists, SQLAlchemy prepares every ORM statement twice, which costs a plain ``select()``
+about 5 % (see docs/embedding-sync.md). They act on an INSERT or UPDATE of a table with an
+embedded column that a session runs: an ORM statement, or a Core one other than the session's own
+flush. SELECTs, flushes and Core statements on a connection no session uses pass untouched.
 
 Under an ``AsyncSession`` the flush runs in SQLAlchemy's greenlet; the embedder is then awaited
 on the event loop (``aembed`` if it has one, else ``embed`` in a worker thread), so the loop is
@@ -305,7 +307,7 @@ def _changed_row(plan: Plan, state: Any) -> _Job | None:
 # dict, or a list for executemany) and ``.values()`` are keyed by ``Column.key``, and a bulk
 # UPDATE by primary key binds each key under the column's label (``<table>_<key>``), as the ORM's
 # flush does. ``before_execute`` adds the vectors of an INSERT (or notes the keys an UPDATE is
-# about to change); ``after_execute`` embeds those rows from their text as updated.
+# about to change); ``after_execute``, on that connection, embeds those rows from their text as updated.
 
 
 def _bulk_specs(conn: Connection, elem: Any) -> list[EmbeddedColumn]:
@@ -409,16 +411,25 @@ def _before_update(conn: Connection, elem: Any, rows: list[Any], specs: list[Emb
     if rows:  # bulk UPDATE by primary key
         if label not in rows[0]:
             return  # parameters bind the WHERE clause some other way: the rows stay stale, vk.stale() lists them
-        _PENDING[conn] = (elem, specs, [row[label] for row in rows if label in row], None)
+        _pend(conn, (elem, specs, [row[label] for row in rows if label in row], None))
         return
     where = elem.whereclause
     matched = sa.select(pk) if where is None else sa.select(pk).where(where)
-    _PENDING[conn] = (elem, specs, list(conn.execute(matched).scalars()), matched)
+    _pend(conn, (elem, specs, list(conn.execute(matched).scalars()), matched))
+
+
+def _pend(conn: Connection, pending: tuple[Any, list[EmbeddedColumn], list[Any], Any]) -> None:
+    """Note the UPDATE about to run on ``conn``, to be re-embedded by ``_after_execute``.
+
+    That listener goes on this connection alone, the first time it runs such an UPDATE: an
+    ``after_execute`` on every engine would cost every statement SQLAlchemy's event path once more.
+    """
+    _PENDING[conn] = pending
+    if not event.contains(conn, "after_execute", _after_execute):
+        event.listen(conn, "after_execute", _after_execute)
 
 
 def _after_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, execution_options: Any, result: Any) -> None:
-    if not _PENDING:
-        return
     pending = _PENDING.get(conn)
     if pending is None or pending[0] is not elem:
         return
@@ -459,7 +470,6 @@ _LISTENERS: list[tuple[Any, str, Any, dict[str, Any]]] = [
     (Session, "before_flush", _before_flush, {}),
     (Session, "after_begin", _remember_session, {}),
     (Engine, "before_execute", _before_execute, {"retval": True}),
-    (Engine, "after_execute", _after_execute, {}),
     (Mapper, "mapper_configured", _check_mapper, {}),
 ]
 
