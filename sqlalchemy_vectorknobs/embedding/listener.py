@@ -435,17 +435,34 @@ def _after_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, e
         return
     del _PENDING[conn]
     _, specs, pks, matched = pending
-    if matched is not None:
-        # Under READ COMMITTED the UPDATE also changed rows another transaction committed after the
-        # SELECT before it: those that still match are selected again (the rows the UPDATE moved
-        # out of its own WHERE clause were in the first SELECT).
-        pks = list(dict.fromkeys([*pks, *conn.execute(matched).scalars()]))
+    done: list[Any] = []
     for spec in specs:
-        handle_failures(embed_rows(conn, spec, pks), "a bulk UPDATE")
+        todo = pks if matched is None else _stale_after(conn, spec, pks, matched)
+        handle_failures(embed_rows(conn, spec, todo), "a bulk UPDATE")
+        done.extend(todo)
     session = _session_of(conn)
     mapper = getattr(elem._propagate_attrs.get("plugin_subject"), "mapper", None)
-    if session is not None and mapper is not None and pks:
-        _expire(session, mapper, specs, pks)
+    if session is not None and mapper is not None and done:
+        _expire(session, mapper, specs, dict.fromkeys(done))
+
+
+def _stale_after(conn: Connection, spec: EmbeddedColumn, before: list[Any], matched: Any) -> list[Any]:
+    """The keys to re-embed after an UPDATE with a WHERE clause, in key order.
+
+    Those selected before it, and (under READ COMMITTED the UPDATE also changes rows another
+    transaction committed after that SELECT) those that match it now; of both, only the rows whose
+    vector is out of date with their text, so no row the UPDATE left alone is locked and written,
+    and rows are locked in key order, as a flush does.
+    """
+    from .. import dialects
+    from .maintenance import spec_stale_condition
+
+    stale = spec_stale_condition(spec)
+    pk = spec.primary_key
+    found = set(conn.execute(matched.where(stale)).scalars())
+    if before:
+        found.update(conn.execute(sa.select(pk).where(dialects.for_dialect(conn.dialect).in_values(pk, before)).where(stale)).scalars())
+    return sorted(found)
 
 
 def _remember_session(session: Session, transaction: Any, connection: Connection) -> None:

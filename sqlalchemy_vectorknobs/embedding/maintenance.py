@@ -82,10 +82,15 @@ def _condition(spec: EmbeddedColumn, names: tuple[str, str, str], fp: str) -> sa
     )
 
 
+def spec_stale_condition(spec: EmbeddedColumn) -> sa.ColumnElement[bool]:
+    """The rows of ``spec``'s table whose ``spec`` vector is out of date (one embedded column)."""
+    return _condition(spec, _names(spec), spec.fingerprint)
+
+
 def stale_condition(target: Any) -> sa.ColumnElement[bool]:
     """The WHERE clause of :func:`stale`, to combine with your own criteria."""
     _, specs = _specs(target)
-    return sa.or_(*(_condition(s, _names(s), s.fingerprint) for s in specs))
+    return sa.or_(*(spec_stale_condition(s) for s in specs))
 
 
 def stale(target: Any) -> sa.Select[Any]:
@@ -95,7 +100,7 @@ def stale(target: Any) -> sa.Select[Any]:
     from other text than the row holds now (checked in SQL, so raw SQL updates are caught).
     """
     entity, specs = _specs(target)
-    return sa.select(entity).where(sa.or_(*(_condition(s, _names(s), s.fingerprint) for s in specs)))
+    return sa.select(entity).where(sa.or_(*(spec_stale_condition(s) for s in specs)))
 
 
 # ------------------------------------------------------------------------------------ backfill
