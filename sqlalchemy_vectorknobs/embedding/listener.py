@@ -41,6 +41,7 @@ from sqlalchemy.orm import Mapper, Session
 from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.sql.elements import BindParameter
 
+from .. import dialects
 from .._blocking import run_blocking
 from ..exc import DimensionMismatchError, EmbeddingError
 from .column import EmbeddedColumn, specs_of
@@ -338,14 +339,14 @@ def _before_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, 
     specs = _bulk_specs(conn, elem)
     if not specs:
         return elem, multiparams, params
+    rows = list(multiparams) or ([params] if params else [])
     if elem.is_insert:
-        return _bulk_insert(elem, multiparams, params, specs)
-    _before_update(conn, elem, list(multiparams) or ([params] if params else []), specs)
+        return _bulk_insert(elem, multiparams, params, rows, specs)
+    _before_update(conn, elem, rows, specs)
     return elem, multiparams, params
 
 
-def _bulk_insert(elem: Any, multiparams: Any, params: Any, specs: list[EmbeddedColumn]) -> tuple[Any, Any, Any]:
-    rows = list(multiparams) or ([params] if params else [])
+def _bulk_insert(elem: Any, multiparams: Any, params: Any, rows: list[Any], specs: list[EmbeddedColumn]) -> tuple[Any, Any, Any]:
     if rows:
         new = [dict() for _ in rows]  # type: list[dict[str, Any]]
         jobs = []
@@ -437,9 +438,13 @@ def _after_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, e
     _, specs, pks, matched = pending
     done: list[Any] = []
     for spec in specs:
-        todo = pks if matched is None else _stale_after(conn, spec, pks, matched)
-        handle_failures(embed_rows(conn, spec, todo), "a bulk UPDATE")
-        done.extend(todo)
+        if matched is None:
+            handle_failures(embed_rows(conn, spec, pks), "a bulk UPDATE")
+            done.extend(pks)
+            continue
+        rows = _stale_after(conn, spec, pks, matched)
+        handle_failures(embed_rows(conn, spec, [r[0] for r in rows], rows=rows), "a bulk UPDATE")
+        done.extend(r[0] for r in rows)
     session = _session_of(conn)
     mapper = getattr(elem._propagate_attrs.get("plugin_subject"), "mapper", None)
     if session is not None and mapper is not None and done:
@@ -447,22 +452,23 @@ def _after_execute(conn: Connection, elem: Any, multiparams: Any, params: Any, e
 
 
 def _stale_after(conn: Connection, spec: EmbeddedColumn, before: list[Any], matched: Any) -> list[Any]:
-    """The keys to re-embed after an UPDATE with a WHERE clause, in key order.
+    """The rows ``(pk, *sources)`` to re-embed after an UPDATE with a WHERE clause, in key order.
 
     Those selected before it, and (under READ COMMITTED the UPDATE also changes rows another
     transaction committed after that SELECT) those that match it now; of both, only the rows whose
     vector is out of date with their text, so no row the UPDATE left alone is locked and written,
-    and rows are locked in key order, as a flush does.
+    and rows are locked in key order, as a flush does. Their text comes with them, for ``embed_rows``.
     """
-    from .. import dialects
     from .maintenance import spec_stale_condition
 
     stale = spec_stale_condition(spec)
     pk = spec.primary_key
-    found = set(conn.execute(matched.where(stale)).scalars())
+    cols = [pk, *spec.source_columns]
+    found = {r[0]: r for r in conn.execute(matched.with_only_columns(*cols).where(stale))}
     if before:
-        found.update(conn.execute(sa.select(pk).where(dialects.for_dialect(conn.dialect).in_values(pk, before)).where(stale)).scalars())
-    return sorted(found)
+        in_before = dialects.for_dialect(conn.dialect).in_values(pk, before)
+        found.update((r[0], r) for r in conn.execute(sa.select(*cols).where(in_before).where(stale)))
+    return [found[key] for key in sorted(found)]
 
 
 def _remember_session(session: Session, transaction: Any, connection: Connection) -> None:
