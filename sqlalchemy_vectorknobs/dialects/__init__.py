@@ -37,9 +37,15 @@ def get(name: str) -> DialectSupport:
     return support
 
 
+#: SQLAlchemy's string compiler (``str(statement)``, ``print(stmt)``): no database to run on, so
+#: statements render as on PostgreSQL (pgvector's syntax) instead of failing.
+_STRING_DIALECT = "default"
+
+
 def for_dialect(dialect: Dialect) -> DialectSupport:
     """The support module for an SQLAlchemy dialect instance."""
-    return get(dialect.name)
+    name = dialect.name
+    return get("postgresql" if name == _STRING_DIALECT else name)
 
 
 def for_url(url: URL) -> DialectSupport:

@@ -223,7 +223,7 @@ def install_statement_hook(
 
     def post_exec(self: Any) -> None:
         base_cls.post_exec(self)
-        if getattr(self, "_vk_after", False):
+        if self._vk_after:
             self._vk_after = False
             conn = self.root_connection
             conn.info["vk_in_hook"] = True
@@ -233,7 +233,9 @@ def install_statement_hook(
                 conn.info.pop("vk_in_hook", None)
 
     name = f"VectorKnobs{base_cls.__name__}"
-    dialect.execution_ctx_cls = type(name, (base_cls,), {"pre_exec": pre_exec, "post_exec": post_exec})
+    # ``_vk_after`` as a class attribute: an instance lookup that misses costs an AttributeError
+    # inside ``getattr`` on every statement.
+    dialect.execution_ctx_cls = type(name, (base_cls,), {"pre_exec": pre_exec, "post_exec": post_exec, "_vk_after": False})
 
 
 def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:

@@ -272,7 +272,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
     def bind_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
         kind, dim, subject = type_.kind, type_.dim, type_.describe
         check = codec.CHECKERS[kind]
-        if dialect.driver in _BINARY_DRIVERS:
+        if getattr(dialect, "driver", None) in _BINARY_DRIVERS:  # (the string compiler has none)
             wrap = _VALUE_CLASS[kind]
 
             def process(value: Any) -> Any:
@@ -312,7 +312,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
 
     def render_bind(self, compiler: Any, element: VectorBind, **kw: Any) -> str:
         inner = compiler.process(element.element, **kw)
-        if compiler.dialect.driver in _TYPED_PARAM_DRIVERS:
+        if getattr(compiler.dialect, "driver", None) in _TYPED_PARAM_DRIVERS:  # (the string compiler has none)
             return str(inner)
         # asyncpg lets the server infer parameter types and text drivers send untyped literals:
         # without a cast, vector_dims($1) or a bare SELECT $1 would be ambiguous.

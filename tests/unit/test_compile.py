@@ -85,6 +85,18 @@ def test_unsupported_dialect_at_compile_time() -> None:
         sql(sa.select(sp.c.s.l2_distance({1: 1.0})), LITE)
 
 
+def test_str_of_a_statement_renders_as_on_postgresql() -> None:
+    # print(stmt) / str(stmt) compile with SQLAlchemy's string dialect, which no database runs;
+    # they raised UnsupportedDialectError before.
+    assert " ".join(str(sa.select(doc.c.id).order_by(doc.c.v.cosine_distance([1, 2, 3])).limit(2)).split()) == (
+        "SELECT doc.id FROM doc ORDER BY (doc.v <=> :param_1::vector(3)) LIMIT :param_2"
+    )
+    assert "v vector(3), h halfvec(3), b bit(8)" in " ".join(str(CreateTable(doc)).split())
+    nearest = " ".join(str(vk.nearest(doc.c.v, [1, 2, 3], k=2)).split())
+    assert "FROM doc ORDER BY (doc.v <=> :vk_nearest_query_0::vector(3)) LIMIT 2) AS anon_1 ON doc.id = anon_1.id" in nearest, nearest
+    assert str(sa.select(doc.c.v)) == "SELECT vector_send(doc.v) AS v \nFROM doc"
+
+
 def test_statement_caching_reuses_compiled_sql() -> None:
     a = sa.select(doc.c.id).order_by(doc.c.v.l2_distance([1, 2, 3]))
     b = sa.select(doc.c.id).order_by(doc.c.v.l2_distance([4, 5, 6]))
