@@ -36,6 +36,16 @@ class VersionMap:
         current = self._versions.get(pk)
         return current is None or version > current or (gte and version == current)
 
+    def accepted_rows(self, ids: list[Any], versions: list[int], gte: bool = False) -> list[int]:
+        """The positions in ``ids`` whose write (with the version at the same position) :meth:`accepts`."""
+        got = self._versions.get
+        out = []
+        for i, pk in enumerate(ids):
+            current = got(pk)
+            if current is None or versions[i] > current or (gte and versions[i] == current):
+                out.append(i)
+        return out
+
     def record(self, pk: Any, version: int | None) -> None:
         """Remember ``version`` for ``pk``; an unversioned write keeps what was recorded."""
         if version is not None:
@@ -85,6 +95,24 @@ class MetadataIndex:
         self._rows[pk] = dict(metadata)
         for col, value in metadata.items():
             self._postings[col].setdefault(_key(value), set()).add(pk)
+
+    def put_many(self, pairs: Iterable[tuple[Any, dict[str, Any]]]) -> None:
+        """:meth:`put` for many (pk, metadata) pairs: one loop without a call per row (a batch of
+        a thousand rows is where a mirror's commit spends its bookkeeping)."""
+        rows, postings = self._rows, self._postings
+        for pk, metadata in pairs:
+            if pk in rows:
+                self.remove(pk)
+            if not metadata:
+                continue
+            rows[pk] = dict(metadata)
+            for col, value in metadata.items():
+                key = ("bool", value) if isinstance(value, bool) else value
+                bucket = postings[col].get(key)
+                if bucket is None:
+                    postings[col][key] = {pk}
+                else:
+                    bucket.add(pk)
 
     def remove(self, pk: Any) -> None:
         old = self._rows.pop(pk, None)

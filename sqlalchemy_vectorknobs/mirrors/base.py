@@ -601,6 +601,8 @@ class BaseMirror:
         out = list(versions)
         if len(out) != n:
             raise InvalidMirrorError(f"Mirror '{self._name}' got {len(out)} versions for {n} ids; pass one version per id.")
+        if all(type(v) is int for v in out) and (not out or (min(out) >= 1 and max(out) <= MAX_VERSION)):
+            return out  # plain ints in range (what attach and drain pass): no per-value checks
         for v in out:
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not 1 <= v <= MAX_VERSION:
                 raise InvalidMirrorError(
@@ -656,7 +658,7 @@ class BaseMirror:
             if md is None:
                 out.append({})
                 continue
-            if not isinstance(md, Mapping):
+            if type(md) is not dict and not isinstance(md, Mapping):  # (the ABC check costs more than the row)
                 raise InvalidMirrorError(
                     f"Mirror '{self._name}' got metadata of type {type(md).__name__} for id {ids[i]!r}; pass a dict."
                 )

@@ -278,8 +278,7 @@ class FaissMirror(BaseMirror):
         if batch.versions is None:
             rows = list(range(len(batch.ids)))  # unversioned writes always apply
         else:
-            accepts, vers, gte = self._versions.accepts, batch.versions, batch.gte
-            rows = [i for i, pk in enumerate(batch.ids) if accepts(pk, vers[i], gte)]
+            rows = self._versions.accepted_rows(batch.ids, batch.versions, batch.gte)
         if not rows:
             self._persist_pending()
             return 0
@@ -306,9 +305,7 @@ class FaissMirror(BaseMirror):
         metadata = batch.metadata if everything else [batch.metadata[i] for i in rows]
         versions = None if batch.versions is None else batch.versions if everything else [batch.versions[i] for i in rows]
         self._live.update(ids)
-        put = self._meta.put
-        for pk, md in zip(ids, metadata):
-            put(pk, md)
+        self._meta.put_many(zip(ids, metadata))
         if versions is not None:
             self._versions.update(zip(ids, versions))
         if norms is not None:
@@ -603,8 +600,7 @@ class FaissMirror(BaseMirror):
         self._norms = {pk: float(n) for pk, n in zip(live, header["norms"])}
         self._versions.load((int(pk), int(v)) for pk, v in header["versions"])
         self._meta.clear()
-        for pk, md in header["metadata"]:
-            self._meta.put(int(pk), md)
+        self._meta.put_many((int(pk), md) for pk, md in header["metadata"])
         if self._kind == "hnsw":
             self._slot_pk = faiss.vector_to_array(index.id_map).astype(np.int64)
             self._alive = np.ones(self._slot_pk.size, dtype=bool)
