@@ -88,13 +88,7 @@ class MetadataIndex:
 
     def put(self, pk: Any, metadata: dict[str, Any]) -> None:
         """Replace ``pk``'s metadata (an empty dict stores nothing)."""
-        if pk in self._rows:
-            self.remove(pk)
-        if not metadata:
-            return
-        self._rows[pk] = dict(metadata)
-        for col, value in metadata.items():
-            self._postings[col].setdefault(_key(value), set()).add(pk)
+        self.put_many(((pk, metadata),))
 
     def put_many(self, pairs: Iterable[tuple[Any, dict[str, Any]]]) -> None:
         """:meth:`put` for many (pk, metadata) pairs: one loop without a call per row (a batch of
@@ -107,7 +101,7 @@ class MetadataIndex:
                 continue
             rows[pk] = dict(metadata)
             for col, value in metadata.items():
-                key = ("bool", value) if isinstance(value, bool) else value
+                key = _key(value)
                 bucket = postings[col].get(key)
                 if bucket is None:
                     postings[col][key] = {pk}
