@@ -350,6 +350,13 @@ def test_bad_input_writes_nothing(kind: str, make: Callable[..., Any]) -> None:
         mirror.get("123")
     with pytest.raises(InvalidMirrorError, match="version"):
         mirror.upsert([1], good[:1], versions=[0])
+    # plain ints are checked as a whole: a bool or an out-of-range int among them is still refused
+    with pytest.raises(InvalidMirrorError, match="got version True"):
+        mirror.upsert([1, 2], good[:2], versions=[5, True])
+    with pytest.raises(InvalidMirrorError, match=f"got version {2**63}"):
+        mirror.upsert([1, 2], good[:2], versions=[5, 2**63])
+    with pytest.raises(InvalidMirrorError, match="metadata of type list for id 2"):
+        mirror.upsert([1, 2], good[:2], [{"category": "x"}, ["category"]])  # type: ignore[list-item]
     with pytest.raises(InvalidMirrorError, match="1 versions for 2 ids"):
         mirror.delete([1, 2], versions=[3])
     with pytest.raises(VectorKnobsError):
