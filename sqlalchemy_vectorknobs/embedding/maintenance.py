@@ -89,7 +89,10 @@ def spec_stale_condition(spec: EmbeddedColumn) -> sa.ColumnElement[bool]:
 
 def stale_condition(target: Any) -> sa.ColumnElement[bool]:
     """The WHERE clause of :func:`stale`, to combine with your own criteria."""
-    _, specs = _specs(target)
+    return _any_stale(_specs(target)[1])
+
+
+def _any_stale(specs: Sequence[EmbeddedColumn]) -> sa.ColumnElement[bool]:
     return sa.or_(*(spec_stale_condition(s) for s in specs))
 
 
@@ -100,7 +103,7 @@ def stale(target: Any) -> sa.Select[Any]:
     from other text than the row holds now (checked in SQL, so raw SQL updates are caught).
     """
     entity, specs = _specs(target)
-    return sa.select(entity).where(sa.or_(*(spec_stale_condition(s) for s in specs)))
+    return sa.select(entity).where(_any_stale(specs))
 
 
 # ------------------------------------------------------------------------------------ backfill

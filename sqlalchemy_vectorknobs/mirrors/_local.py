@@ -7,7 +7,7 @@ inverted index, so a ``where`` filter becomes a set of ids without scanning ever
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 __all__ = ["MetadataIndex", "VersionMap"]
@@ -26,18 +26,13 @@ class VersionMap:
         """The version last applied to ``pk`` (None if none)."""
         return self._versions.get(pk)
 
-    def accepts(self, pk: Any, version: int | None, gte: bool = False) -> bool:
-        """True if a write with ``version`` (None = unversioned) should be applied to ``pk``.
-
-        ``gte``: a version equal to the recorded one is applied too (a rebuild's copy).
-        """
-        if version is None:
-            return True
-        current = self._versions.get(pk)
-        return current is None or version > current or (gte and version == current)
-
-    def accepted_rows(self, ids: list[Any], versions: list[int], gte: bool = False) -> list[int]:
-        """The positions in ``ids`` whose write (with the version at the same position) :meth:`accepts`."""
+    def accepted_rows(self, ids: Sequence[Any], versions: Sequence[int] | None, gte: bool = False) -> list[int]:
+        """The positions in ``ids`` (distinct) whose write, with the version at the same position,
+        should be applied: all of them for an unversioned write (``versions`` None), else those
+        whose version is newer than the one recorded for their id (``gte``: or equal to it, a
+        rebuild's copy), or whose id has none. One loop for a whole batch, not a call per row."""
+        if versions is None:
+            return list(range(len(ids)))
         got = self._versions.get
         out = []
         for i, pk in enumerate(ids):

@@ -275,10 +275,7 @@ class FaissMirror(BaseMirror):
     # ------------------------------------------------------------------ writes
 
     def _upsert(self, batch: UpsertBatch) -> int:
-        if batch.versions is None:
-            rows = list(range(len(batch.ids)))  # unversioned writes always apply
-        else:
-            rows = self._versions.accepted_rows(batch.ids, batch.versions, batch.gte)
+        rows = self._versions.accepted_rows(batch.ids, batch.versions, batch.gte)
         if not rows:
             self._persist_pending()
             return 0
@@ -319,12 +316,11 @@ class FaissMirror(BaseMirror):
     def _delete(self, batch: DeleteBatch) -> int:
         applied: list[int] = []
         gone: list[int] = []
-        for i, pk in enumerate(batch.ids):
-            version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version, batch.gte):
-                continue
+        for i in self._versions.accepted_rows(batch.ids, batch.versions, batch.gte):
+            pk = batch.ids[i]
             applied.append(i)
-            self._versions.record(pk, version)  # the tombstone: an older upsert stays ignored
+            # the tombstone: an older upsert stays ignored
+            self._versions.record(pk, batch.versions[i] if batch.versions is not None else None)
             if pk in self._live:
                 gone.append(pk)
         if gone:

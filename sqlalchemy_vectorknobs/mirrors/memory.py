@@ -48,31 +48,26 @@ class MemoryMirror(BaseMirror):
         self._matrix: tuple[list[Any], np.ndarray] | None = None
 
     def _upsert(self, batch: UpsertBatch) -> int:
-        applied = 0
-        for i, pk in enumerate(batch.ids):
-            version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version, batch.gte):
-                continue
+        rows = self._versions.accepted_rows(batch.ids, batch.versions, batch.gte)
+        for i in rows:
+            pk = batch.ids[i]
             self._vectors.pop(pk, None)  # re-insert: an updated id moves to the end, like a new row
             self._vectors[pk] = batch.vectors[i].copy()
             self._meta.put(pk, batch.metadata[i])
-            self._versions.record(pk, version)
-            applied += 1
+            self._versions.record(pk, batch.versions[i] if batch.versions is not None else None)
         self._matrix = None
-        return applied
+        return len(rows)
 
     def _delete(self, batch: DeleteBatch) -> int:
-        applied = 0
-        for i, pk in enumerate(batch.ids):
-            version = batch.versions[i] if batch.versions is not None else None
-            if not self._versions.accepts(pk, version, batch.gte):
-                continue
+        rows = self._versions.accepted_rows(batch.ids, batch.versions, batch.gte)
+        for i in rows:
+            pk = batch.ids[i]
             self._vectors.pop(pk, None)
             self._meta.remove(pk)
-            self._versions.record(pk, version)  # the tombstone: an older upsert stays ignored
-            applied += 1
+            # the tombstone: an older upsert stays ignored
+            self._versions.record(pk, batch.versions[i] if batch.versions is not None else None)
         self._matrix = None
-        return applied
+        return len(rows)
 
     def _search(self, query: F32, k: int, where: dict[str, tuple[Any, ...]]) -> list[tuple[Any, float]]:
         if self._matrix is None:
