@@ -12,6 +12,7 @@ imported until an engine is created or a backend is used::
 
 from __future__ import annotations
 
+from .aggregates import avg, sum  # vk.sum shadows the builtin here, as pgvector.sqlalchemy.sum does
 from .bulk import bulk_load
 from .distance import Distance
 from .embedding import (
@@ -149,6 +150,7 @@ __all__ = [
     "arerank",
     "asearch_results",
     "attach",
+    "avg",
     "backfill",
     "bulk_load",
     "count_stale",
@@ -178,6 +180,7 @@ __all__ = [
     "search_settings",
     "stale",
     "stale_condition",
+    "sum",
     "text_search",
     "vector_checksum",
     "verify",

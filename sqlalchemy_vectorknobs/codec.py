@@ -46,6 +46,7 @@ __all__ = [
     "check_dense",
     "check_half",
     "check_sparse",
+    "cosine_searchable",
     "decode_pg_binary",
     "decode_pg_text",
     "decode_pg_vector",
@@ -62,7 +63,9 @@ F32 = npt.NDArray[np.float32]
 Subject = str | Callable[[], str]
 HALF_MAX = 65504.0
 _ACCEPTED = "a 1-D sequence of numbers (list, tuple, numpy array, array.array or pgvector value)"
-_ACCEPTED_BITS = "a 1-D sequence of booleans or 0/1 values, or a string of '0' and '1'"
+_ACCEPTED_BITS = (
+    "a 1-D sequence of booleans or 0/1 values, a string of '0' and '1', a pgvector Bit or an asyncpg BitString"
+)
 _ACCEPTED_SPARSE = (
     "a {index: value} dict, a scipy sparse vector, a pgvector SparseVector or a dense 1-D sequence"
 )
@@ -173,6 +176,27 @@ def check_dense(value: Any, dim: int | None, subject: Subject) -> F32:
     return _to_float32(arr, subject, _ACCEPTED)
 
 
+def cosine_searchable(vectors: Any) -> npt.NDArray[np.bool_]:
+    """Which rows of ``vectors`` (one vector, or a 2-D batch) have a cosine distance the databases
+    can compute: the sum of their squares, in float32 as pgvector and sqlite-vec add it up, is
+    positive and finite.
+
+    A zero vector fails (0/0), and so does a vector whose squares all underflow float32, such
+    as ``[1e-30, 0, ...]``: pgvector reports 0 or 2 for it and sqlite-vec ``-inf``, so it would
+    rank ahead of every real match. So does one whose squares overflow (``1e20`` and up). The
+    package's one rule (docs/types.md, "NULL, zero and tiny vectors"): under cosine such rows are not
+    search results anywhere (``nearest``, ``hybrid_search``, ``mmr``, ``rerank``, every mirror),
+    just as rows whose vector is NULL are not, and a query vector like that is refused.
+
+    >>> cosine_searchable([[1, 0], [0, 0], [1e-30, 0], [3e-20, 0]]).tolist()
+    [True, False, False, True]
+    """
+    arr = np.asarray(vectors, dtype=np.float32)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        squares = np.einsum("...i,...i->...", arr, arr, dtype=np.float32)
+    return np.asarray((squares > 0) & np.isfinite(squares))
+
+
 def check_half(value: Any, dim: int | None, subject: Subject) -> npt.NDArray[np.float16]:
     """Validate ``value`` as a half-precision vector and return it as float16 (range ±65504)."""
     arr = check_dense(value, dim, subject)
@@ -187,6 +211,9 @@ def check_half(value: Any, dim: int | None, subject: Subject) -> npt.NDArray[np.
 
 def check_bits(value: Any, dim: int | None, subject: Subject) -> npt.NDArray[np.bool_]:
     """Validate ``value`` as a bit vector and return a 1-D bool array."""
+    as_string = getattr(value, "as_string", None)
+    if callable(as_string) and callable(getattr(value, "to_int", None)):  # asyncpg.BitString
+        value = str(as_string()).replace(" ", "")  # (it groups the bits by four)
     if isinstance(value, str):
         if value.strip("01"):
             raise VectorTypeError(f"{_s(subject)} got a string with characters other than '0' and '1'; expected {_ACCEPTED_BITS}.")

@@ -67,6 +67,9 @@ class VectorDistance(ColumnElement[float]):
         self.right = right
         self.operator = operator
         self.type = sqltypes.Float()
+        # As a BinaryExpression does: an ORM attribute's marker makes select(Doc.v.l2_distance(q))
+        # an ORM statement (autoflush before it runs; SQLAlchemy 2.0 needs it, 2.1 too for Query).
+        self._propagate_attrs = left._propagate_attrs or right._propagate_attrs
 
     @property
     def metric(self) -> Distance:

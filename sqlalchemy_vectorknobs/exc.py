@@ -52,7 +52,7 @@ class VectorTypeError(InvalidVectorError, TypeError):
 
 
 class IncompatibleOperatorError(VectorKnobsError, TypeError):
-    """A distance operator was used on a vector type it does not apply to."""
+    """A distance operator or aggregate (``vk.avg``/``vk.sum``) was used on a type it does not apply to."""
 
 
 class InvalidDistanceError(VectorKnobsError, ValueError):

@@ -30,6 +30,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from . import dialects
 from . import index as _index  # its CreateIndex / DropIndex hooks render FullTextIndex too
 from .exc import InvalidIndexError, InvalidSearchSettingError
+from .statement import effective, new_token
 
 __all__ = ["MATCH_MODES", "FullTextIndex", "FullTextOptions", "TextSearch", "find_fulltext_index"]
 
@@ -177,6 +178,8 @@ class TextSearch(FunctionElement[Any]):
 
     name = "vk_text_search"
     inherit_cache = True
+    #: its rows are a search's results: ``.where()`` on them stays outside (statement.py)
+    vk_search_element = True
     _traverse_internals = FunctionElement._traverse_internals + [
         ("text_columns", InternalTraversal.dp_clauseelement_tuple),
         ("query", InternalTraversal.dp_clauseelement),
@@ -209,6 +212,7 @@ class TextSearch(FunctionElement[Any]):
         self.match_mode = match
         self.where = where
         self.index_name = str(index.name) if index is not None else ""
+        self.vk_token = new_token()
         super().__init__()
 
     @property
@@ -234,4 +238,4 @@ class TextSearch(FunctionElement[Any]):
 
 @compiles(TextSearch)
 def _compile_text_search(element: TextSearch, compiler: Any, **kw: Any) -> str:
-    return dialects.for_dialect(compiler.dialect).render_text_search(compiler, element, **kw)
+    return dialects.for_dialect(compiler.dialect).render_text_search(compiler, effective(compiler, element), **kw)

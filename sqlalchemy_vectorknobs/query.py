@@ -23,15 +23,18 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql import ClauseElement, Executable, visitors
+from sqlalchemy.sql import ClauseElement, Executable, operators
+from sqlalchemy.sql.elements import BinaryExpression
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from . import dialects
+from .codec import cosine_searchable, to_dense
 from .comparator import _BY_METRIC
 from .distance import Distance
-from .exc import IncompatibleOperatorError, InvalidSearchSettingError
+from .exc import IncompatibleOperatorError, InvalidSearchSettingError, InvalidVectorError
 from .index import VectorIndex
+from .statement import SearchParts, SearchSelect, effective, new_token, onto_table, search_statement
 
 __all__ = [
     "SEARCH_SETTINGS",
@@ -53,6 +56,8 @@ class VectorKnn(FunctionElement[Any]):
 
     name = "vk_knn"
     inherit_cache = True
+    #: its rows are a search's results: ``.where()`` on them stays outside (statement.py)
+    vk_search_element = True
     _traverse_internals = FunctionElement._traverse_internals + [
         ("column", InternalTraversal.dp_clauseelement),
         ("query", InternalTraversal.dp_clauseelement),
@@ -81,6 +86,7 @@ class VectorKnn(FunctionElement[Any]):
         self.operator = operator
         self.where = where
         self.index_name = index.name if index is not None else ""
+        self.vk_token = new_token()
         super().__init__()
 
     @property
@@ -107,7 +113,7 @@ def _compile_knn(element: VectorKnn, compiler: Any, **kw: Any) -> str:
                 "sa.bindparam('q1', vector, type_=<the column's type>) with distinct names."
             )
         seen.add(key)
-    return dialects.for_dialect(compiler.dialect).render_knn(compiler, element, **kw)
+    return dialects.for_dialect(compiler.dialect).render_knn(compiler, effective(compiler, element), **kw)
 
 
 def _primary_key(table: Any) -> Any:
@@ -133,20 +139,40 @@ def _resolve(column: Any) -> tuple[Any, Any, Any]:
     )
 
 
+def _aliases(entity: Any) -> tuple[Any, ...]:
+    """The selectable of an aliased entity (whose columns stand for its table's), else nothing."""
+    insp = sa.inspect(entity, raiseerr=False)
+    return (insp.selectable,) if getattr(insp, "is_aliased_class", False) else ()
+
+
 def _on_table(where: Any, entity: Any, table: Any) -> Any:
     """``where`` written against an aliased entity, rewritten against ``table``: the candidates
     subquery selects from the table itself, and an alias's columns would not exist there."""
-    if not isinstance(where, sa.ColumnElement) or not getattr(sa.inspect(entity, raiseerr=False), "is_aliased_class", False):
-        return where
-    alias = sa.inspect(entity).selectable
+    return onto_table(where, table, _aliases(entity))
 
-    def swap(element: Any, **kw: Any) -> Any:
-        if isinstance(element, sa.ColumnElement) and getattr(element, "table", None) is alias:
-            return table.corresponding_column(element)
-        return None
 
-    options: dict[str, Any] = {}
-    return visitors.replacement_traverse(where, options, swap)
+#: The largest ``k`` (a SQL ``LIMIT``) PostgreSQL and SQLite accept: a signed 64-bit integer.
+MAX_LIMIT = 2**63 - 1
+
+
+def check_k(name: str, value: Any) -> int:
+    """``value`` as a row count for ``LIMIT``: a whole number from 1 to :data:`MAX_LIMIT`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_LIMIT:
+        raise InvalidSearchSettingError(f"{name}={value!r} is not a positive whole number up to {MAX_LIMIT:,} (a SQL LIMIT).")
+    return value
+
+
+def check_query(col: Any, query: Any, metric: Distance, what: str) -> Any:
+    """The checked query vector of a search of ``col`` (the column's own bind-time checks); under
+    cosine it must have a direction (``codec.cosine_searchable``), or every distance is NaN."""
+    value = col.type.check(query)
+    if metric is Distance.COSINE and not cosine_searchable(to_dense(col.type.kind, value)):
+        raise InvalidVectorError(
+            f"{what} query vector has no cosine direction (its float32 squared norm is 0 or overflows), so no row "
+            "has a cosine distance to it; pass a vector with a non-zero value (all values below 1e19 in size), "
+            "or search by l2 distance."
+        )
+    return value
 
 
 def find_index(column: Any, distance: Distance | None) -> VectorIndex | None:
@@ -184,20 +210,30 @@ def nearest(
     recall@10 0.58 and 400 gave 0.98). The HNSW scan is widened (``ef_search``) to match::
 
         stmt = vk.nearest(Doc.embedding, q, k=5, where=Doc.category == "news")
+        stmt = vk.nearest(Doc.embedding, q, k=5).where(Doc.category == "news")  # the same
         for doc, distance in session.execute(stmt):
             ...
+
+    The statement is a :class:`~.statement.SearchSelect`: ``.where()`` / ``.filter()`` /
+    ``.filter_by()`` on columns of the table searched filter inside the search, like ``where=``.
+    Rows whose vector is NULL, and under cosine rows whose vector has no direction (a zero
+    vector; ``codec.cosine_searchable``), are never results; a cosine query vector without a
+    direction is refused. ``k`` is 1 to 2**63 - 1.
 
     ``via=mirror`` asks a mirror (``vk.FaissMirror``, ...) for the ``k`` nearest keys instead of
     the database, when ``nearest`` is called, and the statement loads those entities in the
     mirror's order with the mirror's distances (rows deleted in SQL since drop out). ``where`` may
-    then be a ``{column: value}`` filter on the mirror's metadata columns; a SQL expression there
-    filters the ``k`` results afterwards::
+    then be a ``{column: value}`` filter on the mirror's metadata columns, or the same written in
+    SQL (equality / ``IN`` on those columns); other SQL criteria are refused::
 
         stmt = vk.nearest(Doc.embedding, q, k=5, via=faiss_mirror, where={"category": "news"})
     """
     col, entity, pk = _resolve(column)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidSearchSettingError(f"vk.nearest k={k!r} is not a positive whole number.")
+    k = check_k("vk.nearest k", k)
+    if max_distance is not None and (
+        isinstance(max_distance, bool) or not isinstance(max_distance, (int, float)) or max_distance != max_distance
+    ):
+        raise InvalidSearchSettingError(f"vk.nearest max_distance={max_distance!r} is not valid; it takes a number.")
     if via is not None:
         return _nearest_via(via, col, entity, pk, query, k, distance=distance, where=where, max_distance=max_distance)
     metric = Distance.parse(distance) if distance is not None else None
@@ -213,9 +249,11 @@ def nearest(
     if candidates is None:
         binary = quantized and index is not None and index.vector_options.precision == "binary"
         candidates = max(40 * k, 400) if binary else max(10 * k, 100)
-    candidates = max(candidates, k)
+    else:
+        check_k("vk.nearest candidates", candidates)
+    candidates = min(max(candidates, k), MAX_LIMIT)
     if where is None and _LIGHT_PARAMS and not isinstance(query, ClauseElement):
-        value = col.type.check(query)  # bad input fails here, with the column's own message
+        value = check_query(col, query, metric, "vk.nearest")  # bad input fails here, with the column's own message
         template = _template(col, entity, pk, k, metric, index, candidates)
         stmt = template.stmt.params({template.key: value})
         dist = template.dist
@@ -231,12 +269,7 @@ def _build(
 ) -> tuple[sa.Select[Any], Any]:
     """The ordered ``nearest`` statement (without ``max_distance``) and its distance column."""
     stmt, dist = knn_join(col, entity, pk, query, k, metric=metric, where=where, index=index, candidates=candidates)
-    stmt = stmt.order_by(dist)
-    quantized = index is not None and index.vector_options.precision is not None
-    needs = _needed_settings(candidates if quantized else k, where, index)
-    if needs:
-        stmt = stmt.execution_options(vector_search_defaults=needs)
-    return stmt, dist
+    return stmt.order_by(dist), dist
 
 
 #: SQLAlchemy 2.1's statement-level ``params()`` records values without copying the statement
@@ -282,16 +315,41 @@ def _template(col: Any, entity: Any, pk: Any, k: int, metric: Distance, index: V
 
 
 def knn_join(
-    col: Any, entity: Any, pk: Any, query: Any, k: int, *, metric: Distance, where: Any, index: VectorIndex | None, candidates: int
-) -> tuple[sa.Select[Any], Any]:
+    col: Any,
+    entity: Any,
+    pk: Any,
+    query: Any,
+    k: int,
+    *,
+    metric: Distance,
+    where: Any,
+    index: VectorIndex | None,
+    candidates: int,
+    settings: dict[str, Any] | None = None,
+    what: str = "vk.nearest",
+) -> tuple[SearchSelect, Any]:
     """``SELECT entity, distance`` joined to the candidates of a :class:`VectorKnn` (unordered), and
-    the candidates' distance column: what :func:`nearest` and ``rerank_query`` share."""
-    q = query if isinstance(query, ClauseElement) else sa.literal(col.type.check(query), col.type)
+    the candidates' distance column: what :func:`nearest` and ``rerank_query`` share.
+
+    The statement carries the search knobs its candidates need (plus ``settings``), and takes
+    ``.where()`` criteria on the table into its search (:class:`~.statement.SearchSelect`)."""
+    q = query if isinstance(query, ClauseElement) else sa.literal(check_query(col, query, metric, what), col.type)
     if isinstance(where, str):
         where = sa.text(where)
     knn = VectorKnn(col, q, k, operator=_BY_METRIC[metric], where=where, index=index, candidates=candidates)
     cand = knn.table_valued(sa.column("id", _primary_key(col.table).type), sa.column("distance", sa.Float))
-    return sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id), cand.c.distance
+    quantized = index is not None and index.vector_options.precision is not None
+
+    def with_settings(stmt: Any, pushed: Any) -> Any:
+        filtered = where if pushed is None else pushed if where is None else sa.and_(where, pushed)
+        needs = {**(settings or {}), **_needed_settings(candidates if quantized else k, filtered, index)}
+        if settings and "ef_search" in settings and "ef_search" in needs:
+            needs["ef_search"] = max(settings["ef_search"], needs["ef_search"])
+        return stmt.execution_options(vector_search_defaults=needs) if needs else stmt
+
+    stmt = with_settings(sa.select(entity, cand.c.distance.label("distance")).join(cand, pk == cand.c.id), None)
+    parts = SearchParts(what, col.table, _aliases(entity), (knn.vk_token,), with_settings, entity=entity)
+    return search_statement(stmt, parts), cand.c.distance
 
 
 def _nearest_via(
@@ -312,11 +370,13 @@ def _nearest_via(
     selects ``(entity, distance)`` for those keys with ``pk IN (...)``, the mirror's distance and
     rank attached by ``CASE pk WHEN ... THEN ...``, ordered by the mirror's rank. Rows deleted in
     SQL since the mirror last heard of them simply drop out. ``where`` is a ``{column: value}``
-    (or ``{column: [values]}``) filter on the mirror's metadata columns, passed to its search; a
-    SQL expression there filters the mirror's ``k`` results afterwards, so fewer than ``k`` rows
-    may come back. In async code build the statement with ``await asyncio.to_thread(vk.nearest,
+    (or ``{column: [values]}``) filter on the mirror's metadata columns, passed to its search, or
+    the same written in SQL (``Doc.category == "news"``, ``Doc.category.in_([...])``, joined by
+    AND); any other SQL criterion is refused, as is ``.where()`` on the statement: the mirror
+    chooses the rows, and filtering them afterwards would return fewer than ``k``. In async code build the statement with ``await asyncio.to_thread(vk.nearest,
     ...)`` if the mirror is slow to search.
     """
+    table = col.table
     if getattr(mirror, "column", None) is not col or not callable(getattr(mirror, "search", None)):
         what = getattr(getattr(mirror, "column", None), "table", None)
         mirrored = f"'{what.name}.{mirror.column.name}'" if what is not None else f"a {type(mirror).__name__}"
@@ -330,20 +390,62 @@ def _nearest_via(
         )
     if isinstance(query, ClauseElement):
         raise IncompatibleOperatorError("vk.nearest via= needs the query vector as a value, not a SQL expression.")
-    mirror_where = where if isinstance(where, dict) else None
+    mirror_where = where if where is None or isinstance(where, dict) else _mirror_filter(mirror, col, entity, where)
     hits = mirror.search(query, k, where=mirror_where)
     if max_distance is not None:
         hits = [(key, d) for key, d in hits if d <= max_distance]
     if not hits:
-        return sa.select(entity, sa.null().label("distance")).where(sa.false())
-    values: dict[str, Any] = {}
-    for i, (key, d) in enumerate(hits):
-        values[f"vk_via_key{i}"] = key
-        values[f"vk_via_distance{i}"] = float(d)
-    stmt = _via_template(entity, pk, len(hits)).params(values)
-    if where is not None and mirror_where is None:
-        stmt = stmt.where(sa.text(where) if isinstance(where, str) else where)
-    return stmt
+        stmt = sa.select(entity, sa.null().label("distance")).where(sa.false())
+    else:
+        values: dict[str, Any] = {}
+        for i, (key, d) in enumerate(hits):
+            values[f"vk_via_key{i}"] = key
+            values[f"vk_via_distance{i}"] = float(d)
+        stmt = _via_template(entity, pk, len(hits)).params(values)
+
+    refuse = (
+        f"vk.nearest(via=...) chose its rows in mirror '{mirror.name}' when it was called, so .where() on its "
+        "statement could only drop some of them; pass the filter as vk.nearest(..., via=mirror, where=...) "
+        "instead (equality or IN on the mirror's metadata columns), or max_distance= for a distance limit."
+    )
+    return search_statement(stmt, SearchParts("vk.nearest(via=...)", table, _aliases(entity), (), refuse=refuse, entity=entity))
+
+
+def _mirror_filter(mirror: Any, col: Any, entity: Any, where: Any) -> dict[str, Any]:
+    """A SQL ``where`` for ``nearest(via=mirror)`` as the mirror's ``{column: value(s)}`` filter:
+    equality and ``IN`` on its metadata columns, joined by AND. Anything else is refused: the
+    mirror chooses the rows, and a filter applied to them afterwards would return fewer than k."""
+    filters: dict[str, Any] = {}
+
+    def refuse() -> IncompatibleOperatorError:
+        columns = ", ".join(mirror.metadata_columns) or "none"
+        return IncompatibleOperatorError(
+            f"vk.nearest via= mirror '{mirror.name}' can only filter by equality or IN on its metadata columns "
+            f"({columns}), joined by AND, got {where}; add the column to the mirror's metadata_columns, "
+            "or search the database (drop via=)."
+        )
+
+    def add(clause: Any) -> None:
+        if isinstance(clause, sa.BooleanClauseList) and clause.operator is operators.and_:
+            for part in clause.clauses:
+                add(part)
+            return
+        if not isinstance(clause, BinaryExpression) or clause.operator not in (operators.eq, operators.in_op):
+            raise refuse()
+        left, right = clause.left, clause.right
+        if not isinstance(left, sa.ColumnClause) or left.table not in (col.table, *_aliases(entity)):
+            raise refuse()
+        name = str(left.name)
+        if name not in mirror.metadata_columns:
+            raise refuse()
+        if not isinstance(right, sa.BindParameter) or callable(right.callable):
+            raise refuse()
+        values: list[Any] = list(right.value or ()) if clause.operator is operators.in_op else [right.value]
+        previous = filters.get(name)
+        filters[name] = values if previous is None else [v for v in previous if v in values]
+
+    add(onto_table(sa.text(where) if isinstance(where, str) else getattr(where, "__clause_element__", lambda: where)(), col.table, ()))
+    return {name: values[0] if len(values) == 1 else values for name, values in filters.items()}
 
 
 #: ``nearest(via=)`` statement templates by (entity, primary key column, number of hits).

@@ -30,7 +30,8 @@ from .distance import Distance
 from .exc import IncompatibleOperatorError, InvalidSearchSettingError
 from .fulltext import MATCH_MODES, TextSearch, check_config, find_fulltext_index
 from .index import VectorIndex
-from .query import VectorKnn, _needed_settings, _resolve, find_index, nearest
+from .query import MAX_LIMIT, VectorKnn, _needed_settings, _resolve, check_k, check_query, find_index, nearest
+from .statement import SearchParts, SearchSelect, search_statement
 from .types import VectorType
 
 __all__ = [
@@ -89,9 +90,7 @@ def _wrap(rows: Sequence[Any]) -> list[VectorSearchResult]:
 
 
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidSearchSettingError(f"{name}={value!r} is not a positive whole number.")
-    return value
+    return check_k(name, value)
 
 
 def _number(name: str, value: Any, low: float, high: float = float("inf")) -> float:
@@ -282,7 +281,8 @@ def text_search(
     found = element.table_valued(sa.column("id", element.key_column.type), sa.column("score", sa.Float))
     pk = getattr(entity, mapper.get_property_by_column(element.key_column).key)
     score = sa.cast(found.c.score, sa.Float)  # ts_rank_cd's real, as the double hybrid_search fuses
-    return sa.select(entity, score.label("score")).join(found, pk == found.c.id).order_by(found.c.score.desc(), pk)
+    stmt = sa.select(entity, score.label("score")).join(found, pk == found.c.id).order_by(found.c.score.desc(), pk)
+    return search_statement(stmt, SearchParts("vk.text_search", table, (), (element.vk_token,), entity=entity))
 
 
 # --------------------------------------------------------------------------- hybrid
@@ -319,6 +319,8 @@ class HybridFusion(FunctionElement[Any]):
 
     name = "vk_hybrid_fusion"
     inherit_cache = True
+    #: its rows are a search's results: ``.where()`` on them stays outside (statement.py)
+    vk_search_element = True
     _traverse_internals = FunctionElement._traverse_internals + [
         ("knn", InternalTraversal.dp_clauseelement),
         ("text_search", InternalTraversal.dp_clauseelement),
@@ -445,7 +447,7 @@ def hybrid_search(
     metric, index = _vector_setup(col, distance)
     if vector is None:
         vector = _embed(_embedded_spec(col, "vk.hybrid_search"), text)
-    q: Any = vector if isinstance(vector, ClauseElement) else sa.literal(col.type.check(vector), col.type)
+    q: Any = vector if isinstance(vector, ClauseElement) else sa.literal(check_query(col, vector, metric, "vk.hybrid_search"), col.type)
     if isinstance(where, str):
         where = sa.text(where)
     pk_col = list(table.primary_key.columns)
@@ -454,9 +456,10 @@ def hybrid_search(
             f"Table '{table.name}' has {len(pk_col)} primary key columns; vk.hybrid_search needs exactly one."
         )
 
-    # The vector candidates come from the KNN subquery nearest() uses (vector index, exact re-rank).
-    knn = VectorKnn(col, q, n, operator=_BY_METRIC[metric], where=where, index=index, candidates=max(10 * n, 100))
-    found = _text_search_element(table, columns, text, n, match, config, where)
+    # The vector candidates come from the KNN subquery nearest() uses (vector index, exact re-rank),
+    # which leaves out rows without a (searchable) vector; so do the text candidates.
+    knn = VectorKnn(col, q, n, operator=_BY_METRIC[metric], where=where, index=index, candidates=min(max(10 * n, 100), MAX_LIMIT))
+    found = _text_search_element(table, columns, text, n, match, config, sa.and_(*_has_vector(col, metric), *([where] if where is not None else [])))
     fused = HybridFusion(knn, found, fusion, rrf_k, (w_text, w_vec)).table_valued(
         sa.column("id", pk_col[0].type), sa.column("distance", sa.Float), sa.column("score", sa.Float)
     )
@@ -478,7 +481,26 @@ def hybrid_search(
     if min_score is not None:
         stmt = stmt.where(fused.c.score >= _number("vk.hybrid_search min_score", min_score, float("-inf")))
     stmt = stmt.order_by(fused.c.score.desc(), pk).limit(k)
-    needs = _needed_settings(n, where, index)
-    if needs:
-        stmt = stmt.execution_options(vector_search_defaults=needs)
-    return stmt
+    return _hybrid_statement(stmt, entity, table, fused, knn, found, index, n)
+
+
+def _has_vector(col: Any, metric: Distance) -> list[Any]:
+    """Conditions on rows that have a searchable vector: not NULL, and a direction under cosine."""
+    from .dialects.base import cosine_direction
+
+    return [col.is_not(None), *([cosine_direction(col)] if metric is Distance.COSINE else [])]
+
+
+def _hybrid_statement(
+    stmt: Any, entity: Any, table: Any, fused: Any, knn: VectorKnn, found: TextSearch, index: VectorIndex | None, n: int
+) -> SearchSelect:
+    """``stmt`` with the knobs its vector candidates need, taking ``.where()`` criteria on ``table``
+    into both candidate lists."""
+
+    def with_settings(stmt: Any, pushed: Any) -> Any:
+        where = knn.where if pushed is None else pushed if knn.where is None else sa.and_(knn.where, pushed)
+        needs = _needed_settings(n, where, index)
+        return stmt.execution_options(vector_search_defaults=needs) if needs else stmt
+
+    parts = SearchParts("vk.hybrid_search", table, (), (knn.vk_token, found.vk_token), with_settings, entity=entity)
+    return search_statement(with_settings(stmt, None), parts)

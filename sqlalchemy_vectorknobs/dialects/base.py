@@ -245,21 +245,69 @@ def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:
     return f"({compiler.process(select, **kw)})"
 
 
-def plain_knn_select(element: Any) -> Any:
-    """(id, distance) of the k nearest, ordered by the column's own distance expression.
+def cosine_direction(column: Any) -> Any:
+    """SQL true when ``column`` holds a vector with a cosine direction (``codec.cosine_searchable``):
+    its cosine distance to itself is 0 on both dialects, and NaN (PostgreSQL, which sorts NaN
+    above every number) or NULL (sqlite-vec) when its float32 squared norm is 0 or infinite."""
+    from sqlalchemy import literal_column
 
-    Exact search on SQLite; on PostgreSQL the planner answers it from an HNSW/IVFFlat index on the
-    plain column when there is one.
+    from ..comparator import VectorDistance
+
+    return VectorDistance(column, column, "cosine") < literal_column("1")
+
+
+def index_knn_select(element: Any) -> Any:
+    """(id, distance) of the k nearest, ordered by the column's own distance expression, so the
+    planner answers it from an HNSW/IVFFlat index on the plain column (PostgreSQL).
+
+    The index holds no NULL vectors, but the planner may answer a small table by sorting it, and
+    NULL distances sort last, inside ``LIMIT k`` when fewer rows have a vector: so NULLs are
+    filtered. Under cosine the index may hold vectors whose squares underflow (pgvector
+    normalises them in double precision), whose distance is then 0, 2 or NaN: the filter drops
+    them from the rows the index scan returns, a check on those rows only.
     """
     from sqlalchemy import literal_column, select
 
     from ..comparator import VectorDistance
 
     distance = VectorDistance(element.column, element.query, element.operator)
-    stmt = select(element.key_column.label("id"), distance.label("distance"))
+    stmt = select(element.key_column.label("id"), distance.label("distance")).where(element.column.is_not(None))
     if element.where is not None:
         stmt = stmt.where(element.where)
+    if element.operator == "cosine":
+        stmt = stmt.where(cosine_direction(element.column))
     return stmt.order_by(distance).limit(literal_column(str(element.k)))
+
+
+def exact_knn_select(element: Any, *, fence: Callable[[Any], Any], extra: Sequence[Any] = (), unindexed: bool = False) -> Any:
+    """(id, distance) of the k nearest rows that have a vector (and, under cosine, a direction:
+    see :func:`cosine_direction`), by exact search; every distance is computed once.
+
+    ``fence`` keeps the database from merging the inner SELECT into the outer one (SQLite:
+    ``LIMIT -1``, PostgreSQL: ``OFFSET 0``), which would compute the distance again for the
+    filter. Under cosine a row without a direction can only give a distance of exactly 0, 1 or
+    2, NaN/NULL or an infinity (the division by its zero or infinite norm), so only rows with
+    such a distance pay for the check of their own vector. ``extra``: more conditions on the
+    rows; ``unindexed``: order by an expression no index serves (PostgreSQL's exact branch).
+    """
+    from sqlalchemy import and_, literal_column, or_, select
+
+    from ..comparator import VectorDistance
+
+    col = element.column
+    k: Any = literal_column(str(element.k))
+    distance: Any = VectorDistance(col, element.query, element.operator)
+    conditions = [col.is_not(None), *([element.where] if element.where is not None else []), *extra]
+    if element.operator != "cosine":
+        if unindexed:
+            distance = distance + literal_column("0")
+        return select(element.key_column.label("id"), distance.label("distance")).where(*conditions).order_by(distance).limit(k)
+    inner = fence(select(element.key_column.label("id"), distance.label("distance"), col.label("vk_vector")).where(*conditions))
+    rows = inner.subquery("vk_exact")
+    d = rows.c.distance
+    suspect = or_(*(d == literal_column(v) for v in ("0", "1", "2")))
+    ok = and_(d > literal_column("-1"), d < literal_column("3"), or_(~suspect, cosine_direction(rows.c.vk_vector)))
+    return select(rows.c.id, d).where(ok).order_by(d).limit(k)
 
 
 def explain_sql(prefix: str, compiler: Any, statement: Any, **kw: Any) -> str:

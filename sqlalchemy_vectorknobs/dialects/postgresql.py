@@ -5,6 +5,7 @@ per-connection psycopg dumper / asyncpg codec encodes it with :mod:`..codec`); o
 (psycopg2, pg8000) send the text form. Selected vector columns come back as ``vector_send(col)``
 (``halfvec_send``, ``varbit_send``, ``sparsevec_send``): bytea, which every driver decodes in C,
 so fetching a vector costs one ``numpy.frombuffer`` instead of parsing text.
+:mod:`.postgresql_drivers` holds each driver's adapters, arrays of vectors included.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -23,8 +24,16 @@ from sqlalchemy.exc import DBAPIError
 
 from .. import codec
 from ..codec import Kind
-from ..exc import ExtensionError
+from ..exc import ExtensionError, VectorTypeError
 from .base import install_statement_hook
+from .postgresql_drivers import (
+    BINARY_DRIVERS,
+    VALUE_CLASS,
+    PgTextParam,
+    register_connection,
+)
+from .postgresql_drivers import PgValue as PgValue  # re-exported: tests and benchmarks use them from here
+from .postgresql_drivers import PgVectorValue as PgVectorValue
 from .postgresql_search import PostgreSQLSearch
 from .postgresql_text import PostgreSQLText
 
@@ -50,147 +59,8 @@ _OPERATORS = {
 }
 #: The extension ``create_all`` installs (a constant so tests can aim at one that does not exist).
 EXTENSION = "vector"
-_BINARY_DRIVERS = {"psycopg", "psycopg_async", "asyncpg"}
 # Drivers whose vector parameters carry the type's OID (our binary dumper), so need no cast.
 _TYPED_PARAM_DRIVERS = {"psycopg", "psycopg_async"}
-_BIT_OID, _VARBIT_OID = 1560, 1562
-_EXTENSION_TYPES = {"vector": Kind.FLOAT32, "halfvec": Kind.FLOAT16, "sparsevec": Kind.SPARSE}
-_TYPE_QUERY = (
-    "SELECT t.typname, t.oid::int, n.nspname FROM pg_catalog.pg_type t "
-    "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
-    "WHERE t.oid IN (to_regtype('vector')::oid, to_regtype('halfvec')::oid, to_regtype('sparsevec')::oid)"
-)
-
-
-# --------------------------------------------------------------------------- bound values
-
-
-class PgValue:
-    """A checked vector on its way to a binary-capable driver; the driver adapter encodes it."""
-
-    __slots__ = ("value",)
-    kind: ClassVar[Kind]
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def binary(self) -> bytes:
-        return codec.encode_pg_binary(self.kind, self.value)
-
-    def text(self) -> str:
-        return codec.encode_pg_text(self.kind, self.value)
-
-
-class PgVectorValue(PgValue):
-    __slots__ = ()
-    kind = Kind.FLOAT32
-
-
-class PgHalfvecValue(PgValue):
-    __slots__ = ()
-    kind = Kind.FLOAT16
-
-
-class PgBitValue(PgValue):
-    __slots__ = ()
-    kind = Kind.BIT
-
-
-class PgSparsevecValue(PgValue):
-    __slots__ = ()
-    kind = Kind.SPARSE
-
-
-_VALUE_CLASS: dict[Kind, type[PgValue]] = {c.kind: c for c in (PgVectorValue, PgHalfvecValue, PgBitValue, PgSparsevecValue)}
-
-
-# --------------------------------------------------------------------------- driver adapters
-
-
-def _fetch_types(dbapi_conn: Any, *, end_transaction: bool) -> dict[Kind, tuple[str, int, str]]:
-    """{kind: (type name, oid, schema)} for the pgvector types visible on this connection.
-
-    ``end_transaction`` is for pool events, where the lookup is the only work of its transaction;
-    inside a caller's transaction (right after CREATE EXTENSION) it must stay open.
-    """
-    cur = dbapi_conn.cursor()
-    try:
-        cur.execute(_TYPE_QUERY)
-        rows = cur.fetchall()
-    finally:
-        cur.close()
-    if end_transaction:
-        dbapi_conn.rollback()
-    return {_EXTENSION_TYPES[name]: (name, int(oid), schema) for name, oid, schema in rows}
-
-
-_psycopg_dumpers: dict[tuple[int, bool], type] = {}
-
-
-def _psycopg_dumper(oid: int) -> type:
-    """A psycopg Dumper class sending PgValue in binary with ``oid`` (text, unknown type, if 0)."""
-    key = (oid, oid != 0)
-    cls = _psycopg_dumpers.get(key)
-    if cls is None:
-        from psycopg.adapt import Dumper
-        from psycopg.pq import Format
-
-        if oid:
-
-            def dump(self: Any, obj: PgValue) -> bytes:
-                return obj.binary()
-
-            cls = type(f"VkBinaryDumper{oid}", (Dumper,), {"format": Format.BINARY, "oid": oid, "dump": dump})
-        else:
-
-            def dump_text(self: Any, obj: PgValue) -> bytes:
-                return obj.text().encode("ascii")
-
-            cls = type("VkTextDumper", (Dumper,), {"format": Format.TEXT, "dump": dump_text})
-        _psycopg_dumpers[key] = cls
-    return cls
-
-
-def _register_psycopg(driver_conn: Any, types: dict[Kind, tuple[str, int, str]]) -> None:
-    for kind, value_cls in _VALUE_CLASS.items():
-        oid = _BIT_OID if kind is Kind.BIT else types.get(kind, ("", 0, ""))[1]
-        driver_conn.adapters.register_dumper(value_cls, _psycopg_dumper(oid))
-
-
-def _asyncpg_codec(kind: Kind) -> tuple[Callable[[Any], bytes], Callable[[bytes], np.ndarray]]:
-    def encode(value: Any) -> bytes:
-        if isinstance(value, PgValue):
-            return value.binary()
-        return codec.encode_pg_binary(kind, codec.check(kind, value, None, "Query parameter"))
-
-    def decode(data: bytes) -> np.ndarray:
-        return codec.decode_pg_binary(kind, data)
-
-    return encode, decode
-
-
-def _register_asyncpg(dbapi_conn: Any, types: dict[Kind, tuple[str, int, str]]) -> None:
-    targets = [(name, schema, kind) for kind, (name, _, schema) in types.items()]
-    targets += [("bit", "pg_catalog", Kind.BIT), ("varbit", "pg_catalog", Kind.BIT)]
-
-    async def register(conn: Any) -> None:
-        for name, schema, kind in targets:
-            enc, dec = _asyncpg_codec(kind)
-            await conn.set_type_codec(name, schema=schema, encoder=enc, decoder=dec, format="binary")
-
-    dbapi_conn.run_async(register)
-
-
-def _register(dbapi_conn: Any, driver: str, info: dict[str, Any], *, in_transaction: bool = False) -> None:
-    """Teach one DBAPI connection our binary formats; remember if pgvector was not there yet."""
-    if driver not in _BINARY_DRIVERS:
-        return
-    types = _fetch_types(dbapi_conn, end_transaction=not in_transaction)
-    if driver == "asyncpg":
-        _register_asyncpg(dbapi_conn, types)
-    else:
-        _register_psycopg(getattr(dbapi_conn, "driver_connection", dbapi_conn), types)
-    info["vk_types_pending"] = Kind.FLOAT32 not in types
 
 
 # --------------------------------------------------------------------------- support
@@ -272,18 +142,24 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
     def bind_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
         kind, dim, subject = type_.kind, type_.dim, type_.describe
         check = codec.CHECKERS[kind]
-        if getattr(dialect, "driver", None) in _BINARY_DRIVERS:  # (the string compiler has none)
-            wrap = _VALUE_CLASS[kind]
+        driver = getattr(dialect, "driver", None)  # (the string compiler has none)
+        if driver in BINARY_DRIVERS:
+            wrap = VALUE_CLASS[kind]
 
             def process(value: Any) -> Any:
                 return None if value is None else wrap(check(value, dim, subject))
+
+        elif driver == "psycopg2":
+
+            def process(value: Any) -> Any:
+                return None if value is None else PgTextParam(kind, codec.encode_pg_text(kind, check(value, dim, subject)))
 
         else:
 
             def process(value: Any) -> Any:
                 return None if value is None else codec.encode_pg_text(kind, check(value, dim, subject))
 
-        return process
+        return _in_array_without_dimensions(type_, process)
 
     def result_processor(self, type_: VectorType, dialect: Dialect) -> Callable[[Any], Any] | None:
         kind = type_.kind
@@ -323,11 +199,18 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         right = compiler.process(element.right, **kw)
         if element.operator == "inner_product":
             return f"(({left} <#> {right}) * -1)"
-        # post_process_text doubles '%' (jaccard's <%>) for drivers with pyformat placeholders.
-        return f"({left} {compiler.post_process_text(_OPERATORS[element.operator])} {right})"
+        return f"({left} {_escape_percent(compiler, _OPERATORS[element.operator])} {right})"
 
     def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
-        return None
+        """pg8000 connects to a Unix socket only through ``unix_sock``: a socket directory given as
+        ``?host=/path`` (as libpq-based drivers take it) becomes ``unix_sock=/path/.s.PGSQL.<port>``."""
+        if url.get_driver_name() != "pg8000":
+            return
+        host = url.query.get("host", url.host)
+        if isinstance(host, str) and host.startswith("/") and "unix_sock" not in url.query:
+            connect_args = kwargs.setdefault("connect_args", {})
+            if "unix_sock" not in connect_args:
+                connect_args["unix_sock"] = f"{host.rstrip('/')}/.s.PGSQL.{url.port or 5432}"
 
     def setup_engine(self, engine: Engine) -> None:
         from ..types import BitVector, HalfVector, SparseVector, Vector
@@ -345,12 +228,12 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         driver = dialect.driver
 
         def on_connect(dbapi_conn: Any, record: Any) -> None:
-            _register(dbapi_conn, driver, record.info)
+            register_connection(dbapi_conn, driver, record.info)
 
         def on_checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
             # pgvector was missing when this connection opened; it may exist now.
             if record.info.get("vk_types_pending"):
-                _register(dbapi_conn, driver, record.info)
+                register_connection(dbapi_conn, driver, record.info)
 
         event.listen(engine, "connect", on_connect)
         event.listen(engine, "checkout", on_checkout)
@@ -372,7 +255,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
         except DBAPIError as err:
             raise ExtensionError(_explain_extension_error(connection, err)) from err
         raw = connection.connection
-        _register(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
+        register_connection(raw.dbapi_connection, connection.dialect.driver, raw.info, in_transaction=True)
 
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         # concat_ws skips NULLs exactly like codec.source_text; sha256() wants bytea, so UTF-8 it.
@@ -441,7 +324,7 @@ class PostgreSQLSupport(PostgreSQLText, PostgreSQLSearch):
             kind = getattr(type_, "kind", None)
             if kind is None:
                 return values
-            cls = _VALUE_CLASS[kind]
+            cls = VALUE_CLASS[kind]
             return [None if v is None else cls(v) for v in values]
 
         def row_tuples() -> list[tuple[Any, ...]]:
@@ -544,6 +427,36 @@ LEFT JOIN pg_catalog.pg_opclass opc ON opc.oid = ix.indclass[0]
 WHERE am.amname IN ('hnsw', 'ivfflat')
 ORDER BY 1, 2, 3
 """
+
+
+def _in_array_without_dimensions(type_: VectorType, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process``, explaining one mistake: SQLAlchemy's ``ARRAY(vk.Vector(n))`` without
+    ``dimensions=1`` takes a list of lists for a 2-D array of numbers and hands the vector type
+    single numbers."""
+    column = type_._column_ref() if type_._column_ref is not None else None
+    outer = getattr(column, "type", None)
+    if not isinstance(outer, sa.ARRAY) or outer.dimensions is not None:
+        return process
+
+    def in_array(value: Any) -> Any:
+        if isinstance(value, (int, float, np.number)):
+            raise VectorTypeError(
+                f"{type_.subject} got the single number {value!r} for a {type_!r} element, because "
+                f"ARRAY({type_!r}) without dimensions takes a list of lists for a 2-D array of numbers; "
+                f"declare ARRAY({type_!r}, dimensions=1), or give the elements as numpy arrays."
+            )
+        return process(value)
+
+    return in_array
+
+
+def _escape_percent(compiler: Any, operator: str) -> str:
+    """``operator`` as the driver must see it: '%' (jaccard's ``<%>``) doubled wherever the DBAPI
+    reads ``%`` as a placeholder -- psycopg, psycopg2 (pyformat) and pg8000 (format; SQLAlchemy's
+    pg8000 dialect does not double it in compiled text, unlike the other two)."""
+    if "%" in operator and getattr(compiler.dialect, "paramstyle", None) in ("format", "pyformat"):
+        return operator.replace("%", "%%")
+    return operator
 
 
 def _explain_extension_error(connection: Connection, err: DBAPIError) -> str:

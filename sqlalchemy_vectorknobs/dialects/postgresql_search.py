@@ -22,7 +22,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from ..codec import Kind
 from ..distance import Distance
 from ..exc import InvalidIndexError
-from .base import explain_sql, plain_knn_select, subquery_sql
+from .base import cosine_direction, exact_knn_select, explain_sql, index_knn_select, subquery_sql
 
 _L2, _COS, _IP, _L1, _HAM, _JAC = (
     Distance.L2,
@@ -195,6 +195,11 @@ def _index_expression(index: Any, preparer: Any) -> str:
     if precision == "halfvec" and kind is not Kind.FLOAT16:
         return f"({col}::halfvec({dim}))"
     return str(col)
+
+
+def _fence(select: Any) -> Any:
+    """``OFFSET 0``: PostgreSQL then plans the subquery on its own instead of pulling it up."""
+    return select.offset(literal_column("0"))
 
 
 class PostgreSQLSearch:
@@ -414,19 +419,14 @@ class PostgreSQLSearch:
         expression, and None; or, filtered, that query and an exact search of the qualifying rows
         in a ``UNION ALL``, with the Boolean parameter that switches between them (``_choose_exact``
         sets it when the statement runs: true runs the exact branch, false the index scan)."""
-        from ..comparator import VectorDistance
 
+        if element.index is None:
+            return exact_knn_select(element, fence=_fence), None
         approx = self._index_knn_select(element)
-        if element.where is None or element.index is None:
+        if element.where is None:
             return approx, None
-        exact = VectorDistance(element.column, element.query, element.operator) + literal_column("0")  # no index order
         flag = bindparam("vk_exact", False, type_=Boolean, unique=True)
-        exact_select = (
-            sa_select(element.key_column.label("id"), exact.label("distance"))
-            .where(element.where, flag)
-            .order_by(exact)
-            .limit(literal_column(str(element.k)))
-        )
+        exact_select = exact_knn_select(element, fence=_fence, extra=[flag], unindexed=True)
         return union_all(exact_select, approx.where(not_(flag))), flag
 
     def _index_knn_select(self, element: Any) -> Any:
@@ -437,7 +437,7 @@ class PostgreSQLSearch:
         pk = element.key_column
         precision = index.vector_options.precision if index is not None else None
         if precision is None or (precision == "halfvec" and col.type.kind is Kind.FLOAT16):
-            return plain_knn_select(element)
+            return index_knn_select(element)
         dim = col.type.dim
         if precision == "halfvec":
             approx = VectorDistance(cast(col, HalfVector(dim)), cast(q, HalfVector(dim)), element.operator)
@@ -448,8 +448,14 @@ class PostgreSQLSearch:
             inner = inner.where(element.where)
         cand = inner.order_by(approx).limit(literal_column(str(element.candidates))).subquery("vk_candidates")
         exact = VectorDistance(cand.c[col.name], q, element.operator)
+        # The candidates are re-ranked exactly: only rows with a vector (the planner may answer
+        # the inner query without the index) and, under cosine, a direction.
+        searchable = [cand.c[col.name].is_not(None)]
+        if element.operator == "cosine":
+            searchable.append(cosine_direction(cand.c[col.name]))
         return (
             sa_select(cand.c[pk.name].label("id"), exact.label("distance"))
+            .where(*searchable)
             .order_by(exact)
             .limit(literal_column(str(element.k)))
         )

@@ -22,12 +22,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.sql import sqltypes
+from sqlalchemy.sql import operators, sqltypes
+from sqlalchemy.sql.elements import Label, UnaryExpression, _label_reference, _textual_label_reference
 
 from .. import codec
 from .._optional import require
 from ..codec import Kind, source_hash
 from ..exc import MissingDependencyError, UnsupportedDialectError
+from . import sqlite_aggregates
 from .base import install_statement_hook
 from .sqlite_search import SQLiteSearch, _vec0_tables, parse_vec0
 from .sqlite_text import SQLiteText
@@ -125,6 +127,9 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
                 await conn.enable_load_extension(False)
             await conn.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
             await conn.create_function("vk_source_hash", -1, source_hash, deterministic=True)
+            await conn.create_function("vk_halfvec", 1, _halfvec, deterministic=True)
+            await conn.create_function("vk_binary_quantize", 1, _binary_quantize, deterministic=True)
+            await sqlite_aggregates.register_async(conn)  # vk_avg, vk_sum
 
         dbapi_conn.run_async(setup)
         return
@@ -135,6 +140,91 @@ def load_sqlite_vec(dbapi_conn: Any) -> None:
         raw.enable_load_extension(False)
     raw.create_function("vk_inner_product", 2, _inner_product, deterministic=True)
     raw.create_function("vk_source_hash", -1, source_hash, deterministic=True)
+    raw.create_function("vk_halfvec", 1, _halfvec, deterministic=True)
+    raw.create_function("vk_binary_quantize", 1, _binary_quantize, deterministic=True)
+    sqlite_aggregates.register(raw)  # vk_avg, vk_sum
+
+
+def _never_null(expr: Any) -> bool:
+    """A bound value or literal that is not None (a column may hold NULL)."""
+    value = getattr(expr, "value", None)
+    return isinstance(expr, sa.sql.elements.BindParameter) and value is not None and not callable(getattr(expr, "callable", None))
+
+
+def _halfvec(value: bytes | None) -> bytes | None:
+    """``CAST(x AS HALFVEC)``: the float32 BLOB rounded to float16 values, as PostgreSQL's cast rounds."""
+    if value is None:
+        return None
+    return np.frombuffer(value, dtype="<f4").astype(np.float16).astype("<f4").tobytes()
+
+
+def _binary_quantize(value: bytes | None) -> bytes | None:
+    """pgvector's ``binary_quantize(v)``: bit *i* set where ``v[i] > 0``, as a sqlite-vec bit BLOB of
+    any dimension (sqlite-vec's own ``vec_quantize_binary`` takes only multiples of 8)."""
+    if value is None:
+        return None
+    return np.packbits(np.frombuffer(value, dtype="<f4") > 0, bitorder="little").tobytes()
+
+
+def _order_by_nulls(clause: Any, select: Any) -> str | None:
+    """" NULLS LAST" (ascending) or " NULLS FIRST" (descending) for an ORDER BY item of ``select``
+    that is a vector distance with no NULLS ordering of its own, as PostgreSQL sorts NULL
+    distances; else None."""
+    from ..comparator import VectorDistance
+
+    element, descending = clause, False
+    if isinstance(element, _label_reference):
+        element = element.element
+    if isinstance(element, UnaryExpression):
+        if element.modifier not in (operators.asc_op, operators.desc_op):
+            return None  # nulls_first() / nulls_last(): the caller chose
+        descending, element = element.modifier is operators.desc_op, element.element
+    if isinstance(element, _textual_label_reference):  # order_by("d"), desc("d"): the label named so
+        element = select.selected_columns.get(element.element)
+    if isinstance(element, Label):
+        element = element.element
+    if not isinstance(element, VectorDistance):
+        return None
+    return " NULLS FIRST" if descending else " NULLS LAST"
+
+
+def _compiler_class(base: Any) -> Any:
+    """The engine's statement compiler with the two things vector SQL needs from SQLite itself.
+
+    * ``ORDER BY`` a vector distance sorts NULL distances (rows without a vector) last, as
+      PostgreSQL does; SQLite's own default puts NULL first.
+    * ``CAST(x AS <vector type>)`` renders as the value itself (``HALFVEC``: rounded to float16):
+      SQLite would apply NUMERIC affinity to the type name and turn the BLOB into an INTEGER.
+    * ``sum`` / ``avg`` of a vector render as the package's aggregates (``sqlite_aggregates``):
+      SQLite's own read a BLOB as the number 0; pgvector's ``binary_quantize(v)`` as
+      ``vk_binary_quantize(v)``.
+
+    Installed per engine (``setup_engine``), so no other engine's SQL changes.
+    """
+
+    def order_by_clause(self: Any, select: Any, **kw: Any) -> str:
+        clauses = select._order_by_clauses
+        suffixes = [_order_by_nulls(clause, select) for clause in clauses]
+        if not any(suffixes):
+            return str(base.order_by_clause(self, select, **kw))
+        rendered = [f"{self.process(clause, **kw)}{suffix or ''}" for clause, suffix in zip(clauses, suffixes)]
+        return " ORDER BY " + ", ".join(text for text in rendered if text)
+
+    def visit_cast(self: Any, cast: Any, **kw: Any) -> str:
+        kind = getattr(cast.type, "kind", None)
+        if not isinstance(kind, Kind):
+            return str(base.visit_cast(self, cast, **kw))
+        inner = self.process(cast.clause, **kw)
+        return f"vk_halfvec({inner})" if kind is Kind.FLOAT16 else str(inner)
+
+    def visit_function(self: Any, func: Any, **kw: Any) -> str:
+        if str(getattr(func, "name", "")).lower() == "binary_quantize" and not getattr(func, "packagenames", None):
+            return f"vk_binary_quantize({self.process(func.clause_expr, **kw)})"
+        sql = sqlite_aggregates.render(self, func, **kw)
+        return str(base.visit_function(self, func, **kw)) if sql is None else sql
+
+    methods: dict[str, Any] = {"order_by_clause": order_by_clause, "visit_cast": visit_cast, "visit_function": visit_function}
+    return type(f"VectorKnobs{base.__name__}", (base,), methods)
 
 
 def _sqlite_column(type_: Any, values: Any) -> Any:
@@ -206,19 +296,24 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
         a = compiler.process(element.left, **kw)
         b = compiler.process(element.right, **kw)
         op = element.operator
-        if op in ("l2", "cosine", "l1"):
-            return f"vec_distance_{op}({a}, {b})"
         if op == "inner_product":
-            return f"vk_inner_product({a}, {b})"
+            return f"vk_inner_product({a}, {b})"  # a Python function: NULL in, NULL out
         if op == "max_inner_product":
             return f"(-vk_inner_product({a}, {b}))"
-        hamming = f"vec_distance_hamming(vec_bit({a}), vec_bit({b}))"
-        if op == "hamming":
-            return hamming
-        # Jaccard from popcounts: |a|+|b| = 2|a&b| + hamming, so 1 - |a&b|/|a|b| = 2h / (|a|+|b|+h).
-        ones_a = f"vec_distance_hamming(vec_bit({a}), vec_bit(zeroblob(length({a}))))"
-        ones_b = f"vec_distance_hamming(vec_bit({b}), vec_bit(zeroblob(length({b}))))"
-        return f"(2.0 * {hamming} / ({ones_a} + {ones_b} + {hamming}))"
+        if op in ("l2", "cosine", "l1"):
+            sql = f"vec_distance_{op}({a}, {b})"
+        else:
+            hamming = f"vec_distance_hamming(vec_bit({a}), vec_bit({b}))"
+            # Jaccard from popcounts: |a|+|b| = 2|a&b| + hamming, so 1 - |a&b|/|a|b| = 2h / (|a|+|b|+h).
+            ones_a = f"vec_distance_hamming(vec_bit({a}), vec_bit(zeroblob(length({a}))))"
+            ones_b = f"vec_distance_hamming(vec_bit({b}), vec_bit(zeroblob(length({b}))))"
+            sql = hamming if op == "hamming" else f"(2.0 * {hamming} / ({ones_a} + {ones_b} + {hamming}))"
+        # sqlite-vec refuses NULL ("Error reading 1st vector"): a NULL vector has a NULL distance,
+        # as on PostgreSQL (CASE evaluates the function only when both are present).
+        nullable = [side for side, expr in ((a, element.left), (b, element.right)) if not _never_null(expr)]
+        if not nullable:
+            return sql
+        return f"CASE WHEN {' OR '.join(f'{side} IS NULL' for side in nullable)} THEN NULL ELSE {sql} END"
 
     def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
         require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
@@ -243,14 +338,27 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
             load_sqlite_vec(dbapi_conn)
 
         event.listen(engine, "connect", on_connect)
+        dialect.statement_compiler = _compiler_class(dialect.statement_compiler)
+        sqlite_aggregates.install(engine)  # the aggregates' own errors, not "user-defined aggregate ... raised error"
         install_statement_hook(engine, self.before_statement, lambda conn: None)
         self.hide_vec0_tables(engine)
         self.hide_fulltext_tables(engine)
 
     def before_create_table(self, table: Any, connection: Connection) -> None:
+        """Refuse, before CREATE TABLE, a table or one of its vec0/FTS5 indexes SQLite cannot hold:
+        the pysqlite driver commits DDL as it goes, so a refusal at CREATE INDEX time would leave
+        the table behind, and a second ``create_all`` would take that half-made schema as done."""
+        from ..fulltext import FullTextIndex
+        from ..index import VectorIndex
+
         for column in table.columns:
             if getattr(column.type, "kind", None) is Kind.SPARSE:
                 raise _unsupported_sparse(f"Column '{table.name}.{column.name}'")
+        for index in table.indexes:
+            if isinstance(index, VectorIndex):
+                self.before_create_vector_index(index, connection)
+            elif isinstance(index, FullTextIndex):
+                self.before_create_fulltext_index(index, connection)
 
     def render_source_hash(self, compiler: Any, element: Any, **kw: Any) -> str:
         # The same Python function, registered on every connection (see load_sqlite_vec).

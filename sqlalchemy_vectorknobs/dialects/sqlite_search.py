@@ -22,7 +22,7 @@ from sqlalchemy.sql.elements import BinaryExpression, BindParameter, BooleanClau
 from ..codec import Kind
 from ..distance import Distance
 from ..exc import UnsupportedDialectError
-from .base import explain_sql, plain_knn_select, subquery_sql
+from .base import cosine_direction, exact_knn_select, explain_sql, subquery_sql
 
 #: sqlite-vec refuses KNN queries with k above this.
 MAX_K = 4096
@@ -74,11 +74,11 @@ def vec0_table(index: Any) -> sa.Table:
         table = sa.Table(
             index.name,
             sa.MetaData(),
-            sa.Column(pk.name, pk.type, primary_key=True),
-            sa.Column(col.name, col.type.copy()),
+            sa.Column(vec0_column(pk.name), pk.type, primary_key=True),
+            sa.Column(vec0_column(col.name), col.type.copy()),
             sa.Column("distance", sa.Float),
             sa.Column("k", sa.Integer),
-            *[sa.Column(name, base.c[name].type) for name in index.vector_options.metadata_columns],
+            *[sa.Column(vec0_column(name), base.c[name].type) for name in index.vector_options.metadata_columns],
             *([sa.Column(_PARTITION, sa.Integer)] if partitions(index) > 1 else []),
         )
         index.__dict__["_vk_vec0_table"] = table
@@ -98,6 +98,23 @@ def _quote(preparer: Any, name: str) -> str:
 
 
 _PLAIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Column names a vec0 table keeps for itself: its hidden ``distance`` and ``k`` columns and the
+#: names of its rowid. A base-table column with one of these names (any case) is called
+#: ``vk_c_<name>`` inside the vec0 table; the triggers and queries translate.
+VEC0_RESERVED = frozenset({"distance", "k", "rowid", "oid", "_rowid_"})
+_RENAMED = "vk_c_"
+
+
+def vec0_column(name: str) -> str:
+    """The name inside a vec0 table of the base-table column ``name``."""
+    return f"{_RENAMED}{name}" if name.lower() in VEC0_RESERVED else name
+
+
+def base_column(name: str) -> str:
+    """The base-table column behind the vec0 column ``name`` (the inverse of :func:`vec0_column`)."""
+    if name.startswith(_RENAMED) and name[len(_RENAMED) :].lower() in VEC0_RESERVED:
+        return name[len(_RENAMED) :]
+    return name
 
 
 def _vec0_name(index: Any, name: str) -> str:
@@ -107,7 +124,13 @@ def _vec0_name(index: Any, name: str) -> str:
             f"VectorIndex '{index.name}' on SQLite cannot use column name {name!r}; sqlite-vec's vec0 accepts "
             "only letters, digits and underscores in its column names."
         )
-    return name
+    return vec0_column(name)
+
+
+def _fence(select: Any) -> Any:
+    """``LIMIT -1``: SQLite does not flatten a subquery with a LIMIT into an outer query that
+    filters, so the subquery's columns are computed once."""
+    return select.limit(literal_column("-1"))
 
 
 class SQLiteSearch:
@@ -149,6 +172,13 @@ class SQLiteSearch:
         parts = [f"{_vec0_name(index, pk.name)} {pk_sql}", f"{_vec0_name(index, col.name)} {vec_sql}"]
         for name in opts.metadata_columns:
             parts.append(f"{_vec0_name(index, name)} {_metadata_type(col.table.c[name])}")
+        names = [part.split()[0].lower() for part in parts]
+        clash = next((name for name in names if names.count(name) > 1), None)
+        if clash is not None:
+            raise UnsupportedDialectError(
+                f"{where} would give its vec0 table two columns named {clash!r} (names are compared without case, "
+                f"and {', '.join(sorted(VEC0_RESERVED))} become vk_c_<name>); rename one of the columns."
+            )
         if partitions(index) > 1:
             if _PARTITION in (pk.name, col.name, *opts.metadata_columns):
                 raise UnsupportedDialectError(f"{where} cannot index a column named {_PARTITION!r}; the name is taken.")
@@ -178,7 +208,7 @@ class SQLiteSearch:
         base, vt = q(col.table.name), q(index.name)
         names = [pk.name, col.name, *index.vector_options.metadata_columns]
         parts = partitions(index)
-        target = ", ".join(q(n) for n in names) + (f", {_PARTITION}" if parts > 1 else "")
+        target = ", ".join(q(vec0_column(n)) for n in names) + (f", {_PARTITION}" if parts > 1 else "")
 
         def values(row: str) -> str:
             cols = [f"{row}.{q(n)}" for n in names]
@@ -187,9 +217,19 @@ class SQLiteSearch:
                 cols.append(f"(({row}.rowid % {parts}) + {parts}) % {parts}")
             return ", ".join(cols)
 
-        not_null = f"NEW.{q(col.name)} IS NOT NULL"
+        def searchable(row: str) -> str:
+            # Rows without a vector are not indexed; under cosine neither are vectors without a
+            # direction (codec.cosine_searchable: their distance to themselves is NULL). CASE:
+            # sqlite-vec's functions refuse NULL, and only CASE is sure to skip the call.
+            value = f"{row}.{q(col.name)}"
+            if index.vector_options.distance is not Distance.COSINE or index.storage_kind is Kind.BIT:
+                return f"{value} IS NOT NULL"
+            return f"(CASE WHEN {value} IS NULL THEN 0 ELSE ifnull(vec_distance_cosine({value}, {value}) < 1, 0) END)"
+
+        not_null = searchable("NEW")
         updated = f"AFTER UPDATE OF {', '.join(q(n) for n in names)} ON {base}"
-        delete_old = f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)};"
+        vt_key = q(vec0_column(pk.name))
+        delete_old = f"DELETE FROM {vt} WHERE {vt_key} = OLD.{q(pk.name)};"
         # Two exclusive UPDATE triggers rather than one INSERT ... SELECT ... WHERE: inside a trigger
         # that form drops the subtype vec_quantize_binary()/vec_bit() put on the value, and vec0
         # then refuses the bits as a float32 vector.
@@ -198,10 +238,9 @@ class SQLiteSearch:
             f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
             f"CREATE TRIGGER {q(index.name + '__au')} {updated} WHEN {not_null} BEGIN {delete_old} "
             f"INSERT INTO {vt}({target}) VALUES ({values('NEW')}); END",
-            f"CREATE TRIGGER {q(index.name + '__an')} {updated} WHEN NEW.{q(col.name)} IS NULL BEGIN {delete_old} END",
-            f"CREATE TRIGGER {q(index.name + '__ad')} AFTER DELETE ON {base} BEGIN "
-            f"DELETE FROM {vt} WHERE {q(pk.name)} = OLD.{q(pk.name)}; END",
-            f"INSERT INTO {vt}({target}) SELECT {values(base)} FROM {base} WHERE {base}.{q(col.name)} IS NOT NULL",
+            f"CREATE TRIGGER {q(index.name + '__an')} {updated} WHEN NOT ({not_null}) BEGIN {delete_old} END",
+            f"CREATE TRIGGER {q(index.name + '__ad')} AFTER DELETE ON {base} BEGIN {delete_old} END",
+            f"INSERT INTO {vt}({target}) SELECT {values(base)} FROM {base} WHERE {searchable(base)}",
         ]
 
     def after_create_vector_index(self, index: Any, connection: Connection) -> None:
@@ -242,6 +281,31 @@ class SQLiteSearch:
     def vector_index_matches(self, connection: Connection, index: Any, info: Any) -> bool:
         return bool(self._vec0_definition(index, connection.dialect.identifier_preparer) == info.definition)
 
+    def recreate_vector_index_sql(self, index: Any, preparer: Any) -> list[str]:
+        """The vec0 index ``index`` built afresh on the table it is declared on, replacing one of
+        the same name: the old triggers and vec0 table dropped, the vec0 table created for the
+        declared columns and types, then the triggers and the fill of :meth:`vector_index_follow_up`.
+
+        alembic_ext runs it for the copy a batch migration makes of an indexed table (declared on
+        the copy, ``_alembic_tmp_<table>``): SQLite moves the triggers to the table's name when
+        the copy is renamed.
+        """
+        return [
+            *self.drop_vector_index_sql(str(index.name), preparer),
+            self._vec0_definition(index, preparer),
+            *self.vector_index_follow_up(index, preparer),
+        ]
+
+    def vectors_not_fitting(self, connection: Connection, table: str, column: str, type_: Any) -> int:
+        """How many rows of ``table`` hold a ``column`` value that is not the size of a ``type_``
+        vector (SQLite keeps the bytes when a column's declared type changes)."""
+        if getattr(type_, "dim", None) is None:
+            return 0
+        size = -(-type_.dim // 8) if type_.kind is Kind.BIT else 4 * type_.dim
+        q = connection.dialect.identifier_preparer.quote
+        sql = f"SELECT count(*) FROM {q(table)} WHERE {q(column)} IS NOT NULL AND length({q(column)}) != ?"
+        return int(connection.exec_driver_sql(sql, (size,)).scalar() or 0)
+
     # ------------------------------------------------------------------ queries
 
     def _pushdown(self, where: Any, index: Any, vt: sa.Table) -> Any | None:
@@ -269,7 +333,7 @@ class SQLiteSearch:
 
         def swap(element: Any) -> Any:
             if isinstance(element, sa.Column) and element.table is base:
-                return vt.c[element.name]
+                return vt.c[vec0_column(element.name)]
             return None
 
         return visitors.replacement_traverse(where, {}, swap)  # type: ignore[call-overload]
@@ -279,11 +343,11 @@ class SQLiteSearch:
 
         index, col, q = element.index, element.column, element.query
         if index is None or element.k > MAX_K:
-            return plain_knn_select(element)
+            return exact_knn_select(element, fence=_fence)
         vt = vec0_table(index)
         pushed = self._pushdown(element.where, index, vt)
         if element.where is not None and pushed is None:
-            return plain_knn_select(element)  # filter first, then exact distances: k rows if k qualify
+            return exact_knn_select(element, fence=_fence)  # filter first, then exact distances: k rows if k qualify
         if index.vector_options.precision == "binary":
             match = func.vec_quantize_binary(q)
         elif index.storage_kind is Kind.BIT:
@@ -291,16 +355,16 @@ class SQLiteSearch:
         else:
             match = q
         pk = element.key_column
-        conditions = [vt.c[col.name].op("MATCH")(match)]
+        conditions = [vt.c[vec0_column(col.name)].op("MATCH")(match)]
         if pushed is not None:
             conditions.append(pushed)
         if index.vector_options.precision != "binary":
             k: Any = literal_column(str(element.k))
-            return sa_select(vt.c[pk.name].label("id"), vt.c.distance.label("distance")).where(vt.c.k == k, *conditions)
+            return sa_select(vt.c[vec0_column(pk.name)].label("id"), vt.c.distance.label("distance")).where(vt.c.k == k, *conditions)
         parts = partitions(index)
         per_part = min(-(-element.candidates // parts), MAX_K)
         scans = [
-            sa_select(vt.c[pk.name].label("cid")).where(
+            sa_select(vt.c[vec0_column(pk.name)].label("cid")).where(
                 vt.c.k == literal_column(str(per_part)),
                 *conditions,
                 *([vt.c[_PARTITION] == literal_column(str(part))] if parts > 1 else []),
@@ -309,9 +373,13 @@ class SQLiteSearch:
         ]
         knn = (scans[0] if parts == 1 else sa.union_all(*scans)).subquery("vk_candidates")
         exact = VectorDistance(col, q, element.operator)
+        # vec0 holds no vector without a cosine direction (see vector_index_follow_up), unless the
+        # index was made by a version before 0.2: re-check the candidates, cheap for so few rows.
+        searchable = [cosine_direction(col)] if element.operator == "cosine" else []
         return (
             sa_select(pk.label("id"), exact.label("distance"))
             .join_from(col.table, knn, pk == knn.c.cid)
+            .where(*searchable)
             .order_by(exact)
             .limit(literal_column(str(element.k)))
         )
@@ -373,14 +441,14 @@ class SQLiteSearch:
 
 def parse_vec0(sql: str) -> dict[str, Any]:
     """What a vec0 definition (as this module writes it) says: primary key, vector column, metric,
-    dimension, whether it stores bits, and the metadata columns."""
+    dimension, whether it stores bits, and the metadata columns (base-table column names)."""
     body = sql[sql.find("(") + 1 : sql.rfind(")")]
     out: dict[str, Any] = {"primary_key": None, "column": None, "bits": False, "dim": None, "metric": None, "metadata": []}
     for part in (p.strip() for p in body.split(",")):
         words = part.split()
         if not words:
             continue
-        name, rest = words[0], " ".join(words[1:])
+        name, rest = base_column(words[0]), " ".join(words[1:])
         vector = re.match(r"(float|bit)\[(\d+)\](?:\s+distance_metric=(\w+))?", rest)
         if vector:
             out.update(column=name, bits=vector.group(1) == "bit", dim=int(vector.group(2)), metric=vector.group(3))

@@ -289,7 +289,7 @@ def test_bad_query_vector_fails_when_building_the_query(backend: Backend) -> Non
     with pytest.raises(vk.DimensionMismatchError, match=rf"^Column '{t.name}.embedding' expects 32 dimensions, got 2\.$"):
         vk.nearest(t.c.embedding, [1.0, 2.0])
     with pytest.raises(vk.InvalidSearchSettingError, match="k=0 is not a positive whole number"):
-        vk.nearest(t.c.embedding, np.zeros(32), k=0)
+        vk.nearest(t.c.embedding, np.ones(32), k=0)
 
 
 def test_ivfflat_by_create_all_and_auto_method(pg_backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:

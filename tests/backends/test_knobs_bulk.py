@@ -104,7 +104,7 @@ def test_knobs_under_autocommit(pg_url: sa.URL, pg_backend: Backend, table: sa.T
 def test_invalid_knobs_raise_before_sql(backend: Backend, knobs: Any, message: str) -> None:
     md = sa.MetaData()
     t = make(md)
-    stmt = vk.nearest(t.c.embedding, np.zeros(8), k=3).execution_options(vector_search=knobs)
+    stmt = vk.nearest(t.c.embedding, np.ones(8), k=3).execution_options(vector_search=knobs)
     backend.statements.clear()
     with pytest.raises(vk.InvalidSearchSettingError, match=message):
         backend.run(lambda c: c.execute(stmt).all())

@@ -96,7 +96,10 @@ def test_str_of_a_statement_renders_as_on_postgresql() -> None:
     assert "v vector(3), h halfvec(3), b bit(8)" in " ".join(str(CreateTable(doc)).split())
     # (the parameter's name depends on the SQLAlchemy version and on the statements built before)
     nearest = re.sub(r":\w+::vector", ":q::vector", " ".join(str(vk.nearest(doc.c.v, [1, 2, 3], k=2)).split()))
-    assert "FROM doc ORDER BY (doc.v <=> :q::vector(3)) LIMIT 2) AS anon_1 ON doc.id = anon_1.id" in nearest, nearest
+    # (no index: exact search of the rows that have a vector with a cosine direction)
+    assert "(doc.v <=> :q::vector(3)) AS distance" in nearest, nearest
+    assert "WHERE doc.v IS NOT NULL" in nearest, nearest
+    assert "ORDER BY vk_exact.distance LIMIT 2) AS anon_1 ON doc.id = anon_1.id ORDER BY anon_1.distance" in nearest, nearest
     assert str(sa.select(doc.c.v)) == "SELECT vector_send(doc.v) AS v \nFROM doc"
 
 
