@@ -53,10 +53,10 @@ OLDEST_TESTS      ?= tests --ignore=tests/examples --ignore=tests/benchmarks --i
                      --ignore=tests/sync/test_crash.py --ignore=tests/sync/test_concurrency.py --deselect tests/search/test_rerank.py::test_binary_rerank_recall_at_10
 test-oldest: $(VENV)/.stamp-test
 	$(BIN)/python -m pip install -q --no-deps --target $(OLDEST_DIR) "sqlalchemy==$(OLDEST_SQLALCHEMY)" "alembic==$(OLDEST_ALEMBIC)"
-	PYTHONPATH=$(OLDEST_DIR) $(BIN)/python -c "import sqlalchemy, alembic; \
+	PYTHONPATH=$(abspath $(OLDEST_DIR)) $(BIN)/python -c "import sqlalchemy, alembic; \
 	  assert (sqlalchemy.__version__, alembic.__version__) == ('$(OLDEST_SQLALCHEMY)', '$(OLDEST_ALEMBIC)'); \
 	  print('oldest versions: SQLAlchemy', sqlalchemy.__version__, '+ Alembic', alembic.__version__)"
-	PYTHONPATH=$(OLDEST_DIR) $(BIN)/python -m pytest --require-backends -p no:cacheprovider $(OLDEST_TESTS)
+	PYTHONPATH=$(abspath $(OLDEST_DIR)) $(BIN)/python -m pytest --require-backends -p no:cacheprovider $(OLDEST_TESTS)
 
 # Only the core dependencies (no extra) plus the test runner: core tests pass, every backend test
 # skips with the extra it needs. No --require-backends here, by design.

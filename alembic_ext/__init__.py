@@ -12,6 +12,9 @@ generated migrations import it. Autogenerate is one line in ``env.py``::
 plugin (published under the ``alembic.plugins`` entry point), before that through Alembic's
 global comparator registry. Your own ``render_item``, ``include_object``, ``compare_type`` and
 ``autogenerate_plugins`` are passed in and kept.
+
+Importing it also makes SQLite batch migrations keep vector and full-text indexes in step with
+the tables Alembic copies (:mod:`alembic_ext.batch`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,10 @@ DEFERRED = _alembic_is_loading()
 if not DEFERRED:
     import alembic
 
+    from sqlalchemy_vectorknobs.migration import PROGRESS_TABLE as _PROGRESS_TABLE
+    from sqlalchemy_vectorknobs.sync.outbox import OUTBOX_TABLE as _OUTBOX_TABLE
+
+    from . import batch as _batch
     from . import impl as _impl  # noqa: F401  (registers the operation implementations)
     from . import render as _render
     from .ops import (
@@ -48,7 +55,16 @@ if not DEFERRED:
         ReindexVectorIndexOp,
     )
 
+    _batch.install()
+
+    #: Tables sqlalchemy-vectorknobs itself creates in your database: the mirror outbox
+    #: (``vk.attach(..., outbox=True)``, ``vk.create_outbox``) and the resume markers of
+    #: ``vk.migrate`` / ``vectorknobs migrate``. Autogenerate leaves them alone unless your
+    #: metadata declares them.
+    PACKAGE_TABLES = frozenset({_OUTBOX_TABLE, _PROGRESS_TABLE})
+
 __all__ = [
+    "PACKAGE_TABLES",
     "AlterVectorColumnOp",
     "CreateFullTextIndexOp",
     "CreateVectorExtensionOp",
@@ -118,6 +134,31 @@ def _creates_vector_columns(ops: Any) -> bool:
     return False
 
 
+def _outside_batches(container: Any) -> None:
+    """Take the vector and full-text index operations out of each table's group of operations:
+    drops before it, type changes and creates after it.
+
+    With ``render_as_batch`` a table's group becomes one ``with op.batch_alter_table(...)``
+    block, which SQLite runs at the end of the block (one table copy); the index operations run
+    where they stand. So an index on a column the block adds is created after the block, and a
+    drop of an index on a column the block removes runs before it.
+    """
+    from alembic.operations import ops as alembic_ops
+
+    before_types = (DropVectorIndexOp, DropFullTextIndexOp)
+    after_types = (AlterVectorColumnOp, CreateVectorIndexOp, CreateFullTextIndexOp, ReindexVectorIndexOp)
+    arranged: list[Any] = []
+    for op in container.ops:
+        if not isinstance(op, alembic_ops.ModifyTableOps):
+            arranged.append(op)
+            continue
+        before = [o for o in op.ops if isinstance(o, before_types)]
+        after = [o for o in op.ops if isinstance(o, after_types)]
+        op.ops = [o for o in op.ops if not isinstance(o, before_types + after_types)]
+        arranged += [*before, *([op] if op.ops else []), *after]
+    container.ops = arranged
+
+
 def _ensure_extension(context: Any, script: Any) -> None:
     """Put ``create_vector_extension`` first when a migration needs pgvector and it is missing."""
     if context.bind is None:
@@ -148,9 +189,13 @@ def autogenerate_options(
       every parameter compared against the live catalog (Alembic's own index comparison skips
       them, so opclasses and parameters are never lost or proposed forever);
     - dimension and type changes become ``op.alter_vector_column``;
-    - vec0 tables (SQLite) never appear (a vectorknobs engine hides them from reflection);
+    - vec0 tables (SQLite) never appear (a vectorknobs engine hides them from reflection), nor
+      do the package's own tables (:data:`PACKAGE_TABLES`) unless your metadata declares them;
+    - a plain ``Index(..., postgresql_using="hnsw", ...)`` on a vector column that builds what
+      is live produces nothing (pgvector-python projects keep theirs as they are);
     - a migration that creates the first vector columns starts with ``op.create_vector_extension()``
-      when the PostgreSQL database does not have pgvector yet.
+      when the PostgreSQL database does not have pgvector yet;
+    - vector and full-text index operations are placed outside ``batch_alter_table`` blocks.
 
     Pass your own hooks (including ``process_revision_directives``) here instead of to
     ``configure``: they run after these.
@@ -164,8 +209,15 @@ def autogenerate_options(
         return render_item(type_, obj, autogen_context) if render_item else False
 
     def _include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if type_ == "index" and (_is_vector_index(obj, reflected) or _is_vector_index(compare_to, False)):
-            return False  # compared by alembic_ext, with operator classes and parameters
+        if type_ == "table" and reflected and compare_to is None and name in PACKAGE_TABLES:
+            return False  # the package's own table, not declared in the metadata
+        if type_ == "index":
+            from .compare import is_plain_vector_index
+
+            if _is_vector_index(obj, reflected) or _is_vector_index(compare_to, False):
+                return False  # compared by alembic_ext, with operator classes and parameters
+            if not reflected and compare_to is not None and is_plain_vector_index(obj):
+                return False  # a pgvector-python Index found different: alembic_ext compares it exactly
         return include_object(obj, name, type_, reflected, compare_to) if include_object else True
 
     def _compare_type(context: Any, inspected: Any, metadata: Any, inspected_type: Any, metadata_type: Any) -> Any:
@@ -180,6 +232,9 @@ def autogenerate_options(
     def _process_revision_directives(context: Any, revision: Any, directives: list[Any]) -> None:
         if directives:
             _ensure_extension(context, directives[0])
+            for ops_list in (directives[0].upgrade_ops_list, directives[0].downgrade_ops_list):
+                for container in ops_list:
+                    _outside_batches(container)
         if process_revision_directives is not None:
             process_revision_directives(context, revision, directives)
 

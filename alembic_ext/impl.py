@@ -2,7 +2,9 @@
 
 Online, the vector column's type (and, on SQLite, the primary key and metadata columns) is read
 from the database; offline, ``create_vector_index`` needs ``column_type=`` (autogenerate always
-writes it). ``concurrently=True`` runs inside Alembic's autocommit block.
+writes it). ``concurrently=True`` runs inside Alembic's autocommit block. On SQLite,
+``alter_vector_column`` is a batch table copy, which :mod:`alembic_ext.batch` makes the table's
+vector and full-text indexes follow.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from .ops import (
     ReindexVectorIndexOp,
 )
 
-_TYPES = {"Vector": vk.Vector, "HalfVector": vk.HalfVector, "BitVector": vk.BitVector, "SparseVector": vk.SparseVector}
+#: ``vk.inspect_vectors`` type names -> types
+TYPES: dict[str, type[VectorType]] = {
+    "Vector": vk.Vector, "HalfVector": vk.HalfVector, "BitVector": vk.BitVector, "SparseVector": vk.SparseVector,
+}
 
 
 def _support(operations: Operations) -> Any:
@@ -58,17 +63,27 @@ def _in_autocommit(operations: Operations, concurrently: bool, run: Callable[[],
         run()
 
 
+def in_schema(bind: Any, live: str | None, schema: str | None) -> bool:
+    """Whether an object ``vk.inspect_vectors`` reports in schema ``live`` is in ``schema`` (None:
+    the connection's default schema, as Alembic names it)."""
+    if live is None:  # a database without schemas (SQLite)
+        return schema is None
+    return bool(live == (schema or bind.dialect.default_schema_name))
+
+
 def live_column_type(bind: Any, table: str, column: str, schema: str | None) -> VectorType | None:
     """The vk type of a vector column as the database has it (None if it is not a vector column)."""
     for info in vk.inspect_vectors(bind).columns:
-        if info.table == table and info.column == column and (schema is None or info.schema == schema):
-            type_: VectorType = _TYPES[info.type](info.dim)
-            return type_
+        if info.table == table and info.column == column and in_schema(bind, info.schema, schema):
+            return TYPES[info.type](info.dim)
     return None
 
 
-def _table_for(operations: Operations, table_name: str, column_name: str, schema: str | None, column_type: Any) -> sa.Table:
-    """A Table object carrying what the index DDL needs, reflected online or built offline."""
+def _table_for(
+    operations: Operations, table_name: str, column_name: str, schema: str | None, column_type: Any, others: tuple[str, ...] = ()
+) -> sa.Table:
+    """A Table object carrying what the index DDL needs, reflected online or built offline (then
+    with the vector column and ``others``, the metadata columns, which PostgreSQL's DDL does not use)."""
     if _online(operations):
         bind = operations.get_bind()
         with warnings.catch_warnings():
@@ -83,22 +98,29 @@ def _table_for(operations: Operations, table_name: str, column_name: str, schema
                 )
             table.c[column_name].type = live
         return table
-    if column_type is None:
-        raise vk.InvalidIndexError(
-            f"create_vector_index('{table_name}.{column_name}') needs column_type= (e.g. Vector(384)) in offline --sql mode."
-        )
     if not _support(operations).offline_index_ddl:
         raise vk.UnsupportedDialectError(
             "Offline --sql migrations cannot create vector indexes on this database: they need the live table "
             "(SQLite's vec0 table is keyed by its primary key); run the migration online."
         )
+    if column_type is None:
+        raise vk.InvalidIndexError(
+            f"create_vector_index('{table_name}.{column_name}') needs column_type= (e.g. Vector(384)) in offline --sql mode."
+        )
+    key = "id" if "id" not in (column_name, *others) else f"vk_key_{column_name}"
     return sa.Table(
-        table_name, sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True), sa.Column(column_name, column_type), schema=schema
+        table_name,
+        sa.MetaData(),
+        sa.Column(key, sa.Integer, primary_key=True),
+        sa.Column(column_name, column_type),
+        *[sa.Column(name, sa.String, nullable=False) for name in dict.fromkeys(others) if name != column_name],
+        schema=schema,
     )
 
 
 def build_index(operations: Operations, op: CreateVectorIndexOp) -> vk.VectorIndex:
-    table = _table_for(operations, op.table_name, op.column_name, op.schema, op.column_type)
+    others = tuple(op.knobs.get("metadata_columns") or ())
+    table = _table_for(operations, op.table_name, op.column_name, op.schema, op.column_type, others)
     knobs = dict(op.knobs)
     if isinstance(knobs.get("where"), str):
         knobs["where"] = sa.text(knobs["where"])
@@ -123,9 +145,30 @@ def _create_vector_index(operations: Operations, op: CreateVectorIndexOp) -> Non
     _in_autocommit(operations, bool(op.knobs.get("concurrently")), lambda: create_index(operations, index))
 
 
+class _InSchema:
+    """An identifier preparer that writes every name it quotes into ``schema``: the dialect
+    modules' drop statements take the bare name of an index (and of what it made)."""
+
+    def __init__(self, preparer: Any, schema: str) -> None:
+        self._preparer, self._schema = preparer, preparer.quote_schema(schema)
+
+    def quote(self, name: str) -> str:
+        return f"{self._schema}.{self._preparer.quote(name)}"
+
+    def quote_identifier(self, name: str) -> str:
+        return f"{self._schema}.{self._preparer.quote_identifier(name)}"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._preparer, name)
+
+
+def _drop_preparer(operations: Operations, schema: str | None) -> Any:
+    preparer = _preparer(operations)
+    return _InSchema(preparer, schema) if schema else preparer
+
+
 def drop_index(operations: Operations, name: str, schema: str | None) -> None:
-    qualified = f"{schema}.{name}" if schema else name
-    for sql in _support(operations).drop_vector_index_sql(qualified, _preparer(operations)):
+    for sql in _support(operations).drop_vector_index_sql(name, _drop_preparer(operations, schema)):
         operations.execute(sql)
 
 
@@ -197,31 +240,40 @@ def _alter_vector_column(operations: Operations, op: AlterVectorColumnOp) -> Non
     new = op.new_type(current or op.existing_type)
     old = current or op.existing_type
     in_place = support.alter_vector_column_sql(op.table_name, op.column_name, new, op.using, op.schema, preparer)
-    # In place, the indexes on the column depend on it; a table rebuild (SQLite) drops every
-    # trigger of the table, so then all of its vector indexes are rebuilt.
+    if in_place is None:
+        # A table copy (SQLite), which alembic_ext.batch makes the table's vector and full-text
+        # indexes follow: rebuilt for the new type from the copied rows.
+        if op.using is not None:  # no cast on a copy: the new values are given outright
+            operations.execute(f"UPDATE {preparer.quote(op.table_name)} SET {preparer.quote(op.column_name)} = {op.using}")
+        elif online:
+            _check_vectors_fit(operations, op, old, new)
+        with operations.batch_alter_table(op.table_name, schema=op.schema) as batch:
+            batch.alter_column(op.column_name, type_=new, existing_type=old)
+        return
+    # In place, the indexes on the column depend on it: dropped, then created again for the new type.
     word = re.compile(rf"\b{re.escape(op.column_name)}\b")
     dependents = [
         i
         for i in (vk.inspect_vectors(operations.get_bind()).indexes if online else [])
-        if i.table == op.table_name and (in_place is None or word.search(i.expression or ""))
+        if i.table == op.table_name and in_schema(operations.get_bind(), i.schema, op.schema) and word.search(i.expression or "")
     ]
     for info in dependents:
         drop_index(operations, info.name, op.schema)
-    if in_place is not None:
-        for sql in in_place:
-            operations.execute(sql)
-        for info in dependents:
-            operations.execute(support.retarget_index_definition(info.definition or "", old, new))
-        return
-    if op.using is not None:  # no cast on a rebuild: the new values are given outright
-        operations.execute(f"UPDATE {preparer.quote(op.table_name)} SET {preparer.quote(op.column_name)} = {op.using}")
-    with operations.batch_alter_table(op.table_name, schema=op.schema) as batch:
-        batch.alter_column(op.column_name, type_=new, existing_type=old)
+    for sql in in_place:
+        operations.execute(sql)
     for info in dependents:
-        reflected = sa.Table(op.table_name, sa.MetaData(), autoload_with=operations.get_bind())
-        reflected.c[op.column_name].type = new
-        column = reflected.c[info.expression]
-        create_index(operations, vk.VectorIndex(info.name, column, **sqlite_index_knobs(info, column.type)))
+        operations.execute(support.retarget_index_definition(info.definition or "", old, new))
+
+
+def _check_vectors_fit(operations: Operations, op: AlterVectorColumnOp, old: VectorType | None, new: VectorType) -> None:
+    """Refuse, before anything changes, a type change the stored vectors do not fit (SQLite keeps
+    the bytes as they are, so vectors of the old size would stay in a column of the new one)."""
+    count = _support(operations).vectors_not_fitting(operations.get_bind(), op.table_name, op.column_name, new)
+    if count:
+        raise vk.DimensionMismatchError(
+            f"alter_vector_column('{op.table_name}', '{op.column_name}') changes {old!r} to {new!r}, but {count} row(s) "
+            f"hold vectors of another size; pass using='NULL' to clear them for re-embedding, or convert them first."
+        )
 
 
 @Operations.implementation_for(CreateFullTextIndexOp)
@@ -261,6 +313,5 @@ def _create_fulltext_index(operations: Operations, op: CreateFullTextIndexOp) ->
 
 @Operations.implementation_for(DropFullTextIndexOp)
 def _drop_fulltext_index(operations: Operations, op: DropFullTextIndexOp) -> None:
-    qualified = f"{op.schema}.{op.index_name}" if op.schema else op.index_name
-    for sql in _support(operations).drop_fulltext_index_sql(qualified, _preparer(operations)):
+    for sql in _support(operations).drop_fulltext_index_sql(op.index_name, _drop_preparer(operations, op.schema)):
         operations.execute(sql)

@@ -1,8 +1,9 @@
 """Alembic operations for vectors: ``op.create_vector_index`` and friends, each reversible.
 
 Importing ``alembic_ext`` registers them (generated migrations import it). Each operation is a
-``MigrateOperation`` with ``reverse()``; the DDL comes from :mod:`alembic_ext.impl`, which asks
-the dialect modules of ``sqlalchemy_vectorknobs``::
+``MigrateOperation`` with ``reverse()`` and ``to_diff_tuple()`` (what ``alembic check`` and
+``compare_metadata()`` report: a kind, the table, the object and a readable description); the DDL
+comes from :mod:`alembic_ext.impl`, which asks the dialect modules of ``sqlalchemy_vectorknobs``::
 
     import alembic_ext  # noqa: F401  (registers the ops)
 
@@ -48,14 +49,36 @@ INDEX_KNOBS: dict[str, Any] = {
 }
 
 
+def _table(table_name: str, schema: str | None) -> str:
+    return f"{schema}.{table_name}" if schema else table_name
+
+
+def _knob_text(key: str, value: Any) -> str:
+    if key == "where" and value is not None and not isinstance(value, str):
+        return f"where={str(value)!r}"
+    if hasattr(value, "value") and not isinstance(value, (str, int)):
+        value = value.value  # Distance
+    if isinstance(value, tuple):
+        value = list(value)
+    return f"{key}={value!r}"
+
+
 class _ExtensionOp(MigrateOperation):
+    _kind = ""
+
     def __init__(self, schema: str | None = None) -> None:
         self.schema = schema
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``(kind, extension)`` as ``alembic check`` / ``compare_metadata()`` report it."""
+        return (self._kind, "vector" + (f" in schema {self.schema}" if self.schema else ""))
 
 
 @Operations.register_operation("create_vector_extension")
 class CreateVectorExtensionOp(_ExtensionOp):
     """``CREATE EXTENSION IF NOT EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
+
+    _kind = "add_vector_extension"
 
     @classmethod
     def create_vector_extension(cls, operations: Operations, schema: str | None = None) -> None:
@@ -69,6 +92,8 @@ class CreateVectorExtensionOp(_ExtensionOp):
 @Operations.register_operation("drop_vector_extension")
 class DropVectorExtensionOp(_ExtensionOp):
     """``DROP EXTENSION IF EXISTS vector`` (PostgreSQL; nothing on SQLite)."""
+
+    _kind = "remove_vector_extension"
 
     @classmethod
     def drop_vector_extension(cls, operations: Operations, schema: str | None = None) -> None:
@@ -107,6 +132,8 @@ class CreateVectorIndexOp(MigrateOperation):
         self.schema = schema
         self.column_type = column_type
         self.knobs = {**INDEX_KNOBS, **knobs}
+        #: knobs autogenerate took from the model because the database does not record them
+        self.assumed: tuple[str, ...] = ()
 
     @classmethod
     def create_vector_index(
@@ -153,6 +180,21 @@ class CreateVectorIndexOp(MigrateOperation):
     def reverse(self) -> DropVectorIndexOp:
         return DropVectorIndexOp(self.index_name, self.table_name, schema=self.schema, _reverse=self)
 
+    def describe(self) -> str:
+        """The index in one line: its column and every knob that is not the default."""
+        knobs = [
+            _knob_text(k, v)
+            for k, v in self.knobs.items()
+            if k != "distance" and (bool(v) if k == "metadata_columns" else v != INDEX_KNOBS[k])
+        ]
+        distance = self.knobs["distance"]
+        distance = getattr(distance, "value", distance)
+        return f"{self.column_name}: " + ", ".join([f"distance={distance!r}", *knobs])
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("add_vector_index", table, index, description)``."""
+        return ("add_vector_index", _table(self.table_name, self.schema), self.index_name, self.describe())
+
 
 class _DropIndexOp(MigrateOperation):
     """What the drop operations share: the names, and the create operation that undoes them when
@@ -167,6 +209,10 @@ class _DropIndexOp(MigrateOperation):
         self.table_name = table_name
         self.schema = schema
         self._reverse = _reverse
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("remove_<kind>_index", table, index)``."""
+        return (f"remove_{self._kind}_index", _table(self.table_name, self.schema), self.index_name)
 
     def _reversed(self) -> MigrateOperation:
         if self._reverse is None:
@@ -225,6 +271,10 @@ class ReindexVectorIndexOp(MigrateOperation):
 
     def reverse(self) -> ReindexVectorIndexOp:
         return self  # rebuilding is its own inverse: the index is the same afterwards
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("reindex_vector_index", index)``."""
+        return ("reindex_vector_index", _table(self.index_name, self.schema))
 
 
 @Operations.register_operation("alter_vector_column")
@@ -285,6 +335,13 @@ class AlterVectorColumnOp(MigrateOperation):
                 "or existing_type= when the current column type cannot be read (offline mode)."
             )
         return type(base)(self.dim)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("modify_vector_type", table, column, "old -> new")``."""
+        new = repr(self.type_) if self.type_ is not None else f"dim={self.dim}"
+        old = repr(self.existing_type) if self.existing_type is not None else "the current type"
+        using = f" using {self.using}" if self.using is not None else ""
+        return ("modify_vector_type", _table(self.table_name, self.schema), self.column_name, f"{old} -> {new}{using}")
 
     def reverse(self) -> AlterVectorColumnOp:
         if self.existing_type is None:
@@ -357,6 +414,15 @@ class CreateFullTextIndexOp(MigrateOperation):
 
     def reverse(self) -> DropFullTextIndexOp:
         return DropFullTextIndexOp(self.index_name, self.table_name, schema=self.schema, _reverse=self)
+
+    def describe(self) -> str:
+        """The index in one line: its columns, configuration and tokenizer."""
+        extra = f", tokenize={self.tokenize!r}" if self.tokenize is not None else ""
+        return f"{', '.join(self.columns)}: config={self.config!r}{extra}"
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """``("add_fulltext_index", table, index, description)``."""
+        return ("add_fulltext_index", _table(self.table_name, self.schema), self.index_name, self.describe())
 
 
 @Operations.register_operation("drop_fulltext_index")

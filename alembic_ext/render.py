@@ -64,14 +64,13 @@ def _args(op: Any, autogen_context: Any) -> str:
 
 
 @renderers.dispatch_for(CreateVectorIndexOp)
-def _render_create_index(autogen_context: Any, op: CreateVectorIndexOp) -> str:
+def _render_create_index(autogen_context: Any, op: CreateVectorIndexOp) -> list[str]:
     _imports(autogen_context)
     extra = _args(op, autogen_context)
-    return (
-        f"op.create_vector_index({op.index_name!r}, {op.table_name!r}, {op.column_name!r}"
-        + (f", {extra}" if extra else "")
-        + ")"
-    )
+    call = f"op.create_vector_index({op.index_name!r}, {op.table_name!r}, {op.column_name!r}" + (f", {extra}" if extra else "") + ")"
+    if not op.assumed:
+        return [call]
+    return [f"# {', '.join(op.assumed)}: from the model's declaration (not recorded by this database)", call]
 
 
 @renderers.dispatch_for(DropVectorIndexOp)
@@ -84,7 +83,8 @@ def _render_drop_index(autogen_context: Any, op: DropVectorIndexOp) -> str:
 @renderers.dispatch_for(ReindexVectorIndexOp)
 def _render_reindex(autogen_context: Any, op: ReindexVectorIndexOp) -> str:
     _imports(autogen_context)
-    return f"op.reindex_vector_index({op.index_name!r}, concurrently={op.concurrently!r})"
+    schema = f", schema={op.schema!r}" if op.schema else ""
+    return f"op.reindex_vector_index({op.index_name!r}{schema}, concurrently={op.concurrently!r})"
 
 
 @renderers.dispatch_for(AlterVectorColumnOp)

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import Index, event
 from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.ddl import SchemaDropper
 from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.sql.visitors import InternalTraversal
 
@@ -82,6 +83,7 @@ class FullTextIndex(Index):
             raise InvalidIndexError(f"FullTextIndex '{name}' needs at least one text column.")
         self.fulltext_options = FullTextOptions(config, tokenize)
         super().__init__(name, *columns, **kw)
+        _index.follow_unattached(self, *columns[:1])
         event.listen(self, "before_create", _before_create)
         event.listen(self, "after_create", _after_create)
         event.listen(self, "after_drop", _after_drop)
@@ -100,6 +102,15 @@ class FullTextIndex(Index):
         self._check_declaration()
         if not event.contains(parent, "after_drop", _after_table_drop):
             event.listen(parent, "after_drop", _after_table_drop)
+        _index.follow_table_copies(self, self.text_columns[0])
+
+    def _copy_to(self, table: Any) -> FullTextIndex | None:
+        """This index, declared on ``table`` (a copy of its table), unless ``table`` has one of that name."""
+        if any(ix.name == self.name for ix in table.indexes):
+            return None
+        opts = self.fulltext_options
+        columns = [table.c[c.key] for c in self.text_columns]
+        return FullTextIndex(str(self.name), *columns, config=opts.config, tokenize=opts.tokenize, **self.dialect_kwargs)
 
     def _check_declaration(self) -> None:
         if len(self.expressions) != len(self.columns):
@@ -138,6 +149,8 @@ def _after_drop(index: FullTextIndex, connection: Any, **kw: Any) -> None:
 
 
 def _after_table_drop(table: Any, connection: Any, **kw: Any) -> None:
+    if not isinstance(kw.get("_ddl_runner"), SchemaDropper):
+        return  # a migration tool's drop (see index._after_table_drop)
     for index in table.indexes:
         if isinstance(index, FullTextIndex):
             _after_drop(index, connection)

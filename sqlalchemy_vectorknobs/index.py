@@ -18,16 +18,24 @@ parameters are checked against pgvector's limits when the index is declared.
 Importing this module registers a compile hook on ``CreateIndex`` / ``DropIndex`` (the one
 global registration the package makes): a ``VectorIndex`` (or a ``FullTextIndex``) is rendered by
 the dialect module, every other index exactly as SQLAlchemy renders it (tested).
+
+A copy of the table under its own name (``Table.to_metadata`` / ``tometadata``, Alembic's copies of
+a model table) gets a copy of the index, knobs and all: SQLAlchemy would copy it as a plain
+``Index``, so the index is flagged like the indexes ``Column(index=True)`` makes, which copies
+skip, and the copy of its column brings it back (:func:`follow_table_copies`).
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Index, event, text
+from sqlalchemy import Column, Index, Table, event, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.schema import CreateIndex, DropIndex
+from sqlalchemy.sql import visitors
+from sqlalchemy.sql.ddl import SchemaDropper
 from sqlalchemy.sql.elements import ClauseElement
 
 from . import dialects
@@ -35,7 +43,7 @@ from .codec import Kind
 from .distance import Distance
 from .exc import InvalidIndexError
 
-__all__ = ["METHODS", "PRECISIONS", "VectorIndex", "VectorIndexOptions", "check_index_name"]
+__all__ = ["METHODS", "PRECISIONS", "VectorIndex", "VectorIndexOptions", "check_index_name", "follow_table_copies"]
 
 METHODS = ("hnsw", "ivfflat", "auto")
 #: HNSW ef_construction when none is declared (pgvector's is 64). On 100k x 384 clustered vectors
@@ -54,6 +62,54 @@ def check_index_name(name: Any, what: str) -> None:
         return  # a naming convention names it
     if not isinstance(name, str) or not name or "\x00" in name:
         raise InvalidIndexError(f"{what} name {name!r} is not valid; give a non-empty string without NUL characters.")
+
+
+def follow_table_copies(index: Index, column: Any) -> None:
+    """Have every copy of ``index``'s table under the same name get a copy of ``index``.
+
+    The index is skipped by ``Table.to_metadata`` and Alembic's batch copies (``_column_flag``,
+    as for the indexes ``Column(index=True)`` makes); a listener that travels with copies of
+    ``column`` adds ``index._copy_to(table)`` once the copied table is complete. Copies under
+    another name (declarative mixins, Alembic's ``_alembic_tmp_`` tables) get nothing.
+    """
+    index._column_flag = True
+    listener = index.__dict__.get("_vk_follow")
+    if listener is None:
+        listener = index.__dict__["_vk_follow"] = functools.partial(_column_copied, index)
+    if not event.contains(column, "after_parent_attach", listener):
+        event.listen(column, "after_parent_attach", listener, propagate=True)
+
+
+def follow_unattached(index: Index, *expressions: Any) -> None:
+    """:func:`follow_table_copies` now, for the columns among ``expressions`` (``Column``,
+    ``mapped_column()``) that no table holds yet. SQLAlchemy attaches the index to the table from
+    inside such a column's own ``after_parent_attach`` event, where adding a listener to that
+    column would change the listeners being called ("deque mutated during iteration")."""
+    for expression in expressions:
+        column = expression if isinstance(expression, Column) else getattr(expression, "column", None)
+        if isinstance(column, Column) and getattr(column, "table", None) is None:
+            follow_table_copies(index, column)
+
+
+def _column_copied(index: Any, column: Any, table: Any) -> None:
+    source = index.table
+    if not isinstance(table, Table) or source is None or table is source or table.name != source.name:
+        return
+    if index not in source.indexes:
+        return  # removed from its table since
+    event.listen(table, "after_parent_attach", lambda target, parent: index._copy_to(target), once=True)
+
+
+def onto_table(clause: Any, source: Any, table: Any) -> Any:
+    """``clause`` with the columns of ``source`` replaced by the same-named columns of ``table``."""
+    if clause is None:
+        return None
+
+    def swap(element: Any) -> Any:
+        return table.c[element.key] if isinstance(element, Column) and element.table is source else None
+
+    traverse: Any = visitors.replacement_traverse
+    return traverse(clause, {}, swap)
 
 
 def _check_range(name: str, value: int | None, low: int, high: int) -> None:
@@ -156,6 +212,7 @@ class VectorIndex(Index):
         #: what ``method="auto"`` (and IVFFlat's default ``lists``) resolved to at CREATE time
         self.resolved: dict[str, Any] = {}
         super().__init__(name, column, **kw)
+        follow_unattached(self, column)
         event.listen(self, "before_create", _before_create)
         event.listen(self, "after_create", _after_create)
         event.listen(self, "after_drop", _after_drop)
@@ -188,6 +245,27 @@ class VectorIndex(Index):
         self._check_declaration()
         if not event.contains(parent, "after_drop", _after_table_drop):
             event.listen(parent, "after_drop", _after_table_drop)
+        follow_table_copies(self, self.vector_column)
+
+    def _copy_to(self, table: Any) -> VectorIndex | None:
+        """This index, declared on ``table`` (a copy of its table), unless ``table`` has one of that name."""
+        if any(ix.name == self.name for ix in table.indexes):
+            return None
+        o = self.vector_options
+        return VectorIndex(
+            str(self.name),
+            table.c[self.vector_column.key],
+            distance=o.distance,
+            method=o.method,
+            m=o.m,
+            ef_construction=o.ef_construction,
+            lists=o.lists,
+            precision=o.precision,
+            where=onto_table(o.where, self.table, table),
+            concurrently=o.concurrently,
+            metadata_columns=o.metadata_columns,
+            **self.dialect_kwargs,
+        )
 
     def _check_declaration(self) -> None:
         from .types import VectorType
@@ -240,6 +318,8 @@ def _after_drop(index: VectorIndex, connection: Any, **kw: Any) -> None:
 
 
 def _after_table_drop(table: Any, connection: Any, **kw: Any) -> None:
+    if not isinstance(kw.get("_ddl_runner"), SchemaDropper):
+        return  # a migration tool's drop (Alembic: an op names what it drops; its table copies are alembic_ext's)
     support = dialects.for_dialect(connection.dialect)
     for index in table.indexes:
         if isinstance(index, VectorIndex):

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import dialects
-from .embedding.column import _TABLE_KEY, EmbeddedColumn, EmbeddingConfigError
+from .embedding.column import EmbeddedColumn, EmbeddingConfigError, register_spec
 from .embedding.embedders import HashingEmbedder, resolve_embedder
 from .exc import DimensionMismatchError
 from .types import Vector, VectorType
@@ -178,7 +178,7 @@ def reflect_embedded_column(
     spec = EmbeddedColumn(type_, sources, embedder, template, batch_size, "raise", "deferred", model_column, hash_column)
     spec.column = reflected.c[vector]
     spec.check()
-    reflected.info[_TABLE_KEY] = [spec]
+    register_spec(reflected, spec)
     return reflected
 
 

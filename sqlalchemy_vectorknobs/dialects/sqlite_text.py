@@ -195,6 +195,23 @@ class SQLiteText:
         tokenize = info["tokenize"] or _TOKENIZERS[info["config"]]
         return bool([c.name for c in index.text_columns] == info["columns"] and self._tokenizer(index) == tokenize)
 
+    def recreate_fulltext_index_sql(self, index: Any, content_table: str, preparer: Any) -> list[str]:
+        """The FTS5 index ``index`` built afresh on the table it is declared on, a copy that will be
+        renamed to ``content_table``, replacing one of the same name: the old triggers and FTS5
+        table dropped, the FTS5 table created reading its text from ``content_table``, the triggers
+        of :meth:`fulltext_index_follow_up` on the copy (SQLite moves them when the copy is
+        renamed), and the index filled from the copy's rows ('rebuild' would read
+        ``content_table``, which is not the copy yet).
+
+        alembic_ext runs it for the copy a batch migration makes of an indexed table.
+        """
+        pk, names = self._fts_parts(index)
+        fts, copy = str(index.name), str(index.table.name)
+        definition = self._fts_definition(index).replace(f"content='{copy}'", f"content='{content_table}'", 1)
+        triggers = [sql for sql in self.fulltext_index_follow_up(index, preparer) if sql.startswith("CREATE TRIGGER")]
+        fill = f"INSERT INTO {fts}(rowid, {', '.join(names)}) SELECT {', '.join([pk.name, *names])} FROM {copy}"
+        return [*self.drop_fulltext_index_sql(fts, preparer), definition, *triggers, fill]
+
     def fulltext_query_value(self, text: str, match: str, config: str) -> str:
         if match == "websearch":
             return websearch_to_fts5(text, config)

@@ -18,11 +18,17 @@ Two more columns are added to the table next to the vector, named after it:
   (NULLs skipped), the same value the database computes in SQL for ``vk.stale()``.
 
 Both are ordinary mapped, indexable columns; ``model_column=`` / ``hash_column=`` rename them.
+They are added once per table, however the table is built or copied (``Table.to_metadata``,
+Alembic's table copies): a copy receives the copies of the companions, and any that did not come
+are added when the copied table is complete. Nothing of the declaration is kept in ``Table.info``
+(which Alembic writes into migration files): the table's embedded columns are found by
+:func:`specs_of`.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import string
 from collections.abc import Sequence
@@ -40,10 +46,12 @@ from ..exc import DimensionMismatchError, VectorKnobsError
 from ..types import VectorType
 from .embedders import resolve_embedder
 
-__all__ = ["INFO_KEY", "EmbeddedColumn", "SourceHash", "embedded_column", "specs_of"]
+__all__ = ["INFO_KEY", "EmbeddedColumn", "SourceHash", "embedded_column", "register_spec", "specs_of"]
 
 INFO_KEY = "vectorknobs.embedding"
-_TABLE_KEY = "vectorknobs.embedded_columns"
+#: where a Table keeps its embedded columns: an attribute of the Table object, so neither
+#: ``Table.info`` (rendered into migration files) nor copies of the table carry them
+_SPECS_ATTR = "_vk_embedded_columns"
 ON_ERROR = ("raise", "mark_stale")
 MODES = ("inline", "deferred")
 
@@ -203,10 +211,16 @@ def fingerprint(embedder: Any, template: str | None) -> str:
 
 def specs_of(table: Any) -> list[EmbeddedColumn]:
     """The embedded columns declared on ``table`` (an empty list for most tables)."""
-    info = getattr(table, "info", None)
-    if not info:
-        return []
-    return cast("list[EmbeddedColumn]", info.get(_TABLE_KEY, []))
+    found = getattr(table, "__dict__", {}).get(_SPECS_ATTR) if table is not None else None
+    return cast("list[EmbeddedColumn]", found) if found else []
+
+
+def register_spec(table: sa.Table, spec: EmbeddedColumn) -> None:
+    """Record ``spec`` (bound to a column of ``table``) as one of the table's embedded columns,
+    replacing any earlier one of the same column name."""
+    specs = table.__dict__.setdefault(_SPECS_ATTR, [])
+    name = spec.bound_column.name
+    specs[:] = [s for s in specs if s.column is not None and s.column.name != name] + [spec]
 
 
 def embedded_column(
@@ -286,13 +300,29 @@ def _on_attach(column: sa.Column[Any], table: Any) -> None:
     if not isinstance(table, sa.Table):
         return
     spec: EmbeddedColumn = column.info[INFO_KEY]
-    if spec.column is not None and spec.column is not column:
-        # The declaration was copied (a mixin used by several classes): each table gets its own.
+    source = spec.column if spec.column is not None and spec.column is not column else None
+    if source is not None:
+        # The declaration was copied (a mixin used by several classes, Table.to_metadata, Alembic's
+        # table copies): each table gets its own.
         spec = copy.copy(spec)
         column.info = {**column.info, INFO_KEY: spec}
     spec.column = column
-    for name, type_ in ((spec.model_column_name, sa.String(255)), (spec.hash_column_name, sa.String(64))):
+    register_spec(table, spec)
+    source_table = getattr(source, "table", None)
+    if isinstance(source_table, sa.Table) and all(n in source_table.c for n in _companion_names(spec)):
+        # A copy of a table that has its companions: their copies are attached after this column
+        # (to_metadata and Alembic copy every column), so add only those still missing once the
+        # table is complete.
+        event.listen(table, "after_parent_attach", functools.partial(_add_companions, spec), once=True)
+    else:
+        _add_companions(spec, table)
+
+
+def _companion_names(spec: EmbeddedColumn) -> tuple[str, str]:
+    return spec.model_column_name, spec.hash_column_name
+
+
+def _add_companions(spec: EmbeddedColumn, table: sa.Table, *parent: Any) -> None:
+    for name, type_ in zip(_companion_names(spec), (sa.String(255), sa.String(64))):
         if name not in table.c:
             table.append_column(sa.Column(name, type_, nullable=True))
-    specs = table.info.setdefault(_TABLE_KEY, [])
-    specs[:] = [s for s in specs if s.column is not None and s.column.name != column.name] + [spec]

@@ -7,6 +7,7 @@ the generated files, the live catalog, and that a second autogenerate is empty.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -56,6 +57,13 @@ SQLITE_MODELS = MODELS_HEAD + '''    __table_args__ = (
 '''
 
 
+def subprocess_env() -> dict[str, str]:
+    """This process's environment with PYTHONPATH made absolute, so that ``alembic`` run in the
+    project directory imports the SQLAlchemy and Alembic the tests run with (``make test-oldest``)."""
+    paths = [str(Path(p).resolve()) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)} if paths else dict(os.environ)
+
+
 class Project:
     """A throw-away Alembic project on one database."""
 
@@ -67,11 +75,15 @@ class Project:
         escaped = url.replace("%", "%%")  # configparser interpolation
         (root / "alembic.ini").write_text(re.sub(r"(?m)^sqlalchemy\.url = .*$", lambda _: f"sqlalchemy.url = {escaped}", ini))
 
-    def alembic(self, *args: str) -> str:
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         ini = ["-c", str(self.root / "alembic.ini")] if (self.root / "alembic.ini").exists() else []
-        proc = subprocess.run(
-            [sys.executable, "-m", "alembic", *ini, *args], cwd=self.root, capture_output=True, text=True, timeout=300
+        return subprocess.run(
+            [sys.executable, "-m", "alembic", *ini, *args], cwd=self.root, capture_output=True, text=True, timeout=300,
+            env=subprocess_env(),
         )
+
+    def alembic(self, *args: str) -> str:
+        proc = self.run(*args)
         assert proc.returncode == 0, f"alembic {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
         return proc.stdout + proc.stderr
 

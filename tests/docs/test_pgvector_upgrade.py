@@ -1,4 +1,4 @@
-"""docs/alembic.md, "Migrating from pgvector.sqlalchemy": the steps it gives, run on PostgreSQL.
+"""docs/alembic.md, "Coming from pgvector-python": the steps it gives, run on PostgreSQL.
 
 A schema made the pgvector-python way (``pgvector.sqlalchemy`` types, hand-written HNSW/IVFFlat
 ``Index`` objects, one built with pgvector's defaults and no WITH clause) is compared by Alembic
