@@ -416,10 +416,19 @@ def test_nearest_via_mirror_returns_entities_in_mirror_order(env: SyncEnv) -> No
 
     filtered = env.orm(lambda s: [d.category for d, _ in s.execute(vk.nearest(Doc.embedding, q, k=4, via=mirror, where={"category": "a"}))])
     assert filtered == ["a"] * 4
-    sql_filtered = env.orm(
-        lambda s: [d.id for d, _ in s.execute(vk.nearest(Doc.embedding, q, k=5, via=mirror, where=Doc.id > 100))]
+    # the same filter written in SQL is passed to the mirror: k qualifying rows, never fewer
+    in_sql = env.orm(lambda s: [d.category for d, _ in s.execute(vk.nearest(Doc.embedding, q, k=4, via=mirror, where=Doc.category == "a"))])
+    assert in_sql == filtered
+    both = env.orm(
+        lambda s: [(d.id, d.category) for d, _ in s.execute(vk.nearest(Doc.embedding, q, k=6, via=mirror, where=Doc.category.in_(["a", "b"])))]
     )
-    assert sql_filtered == []
+    gone = expected[1][0]
+    assert [pk for pk, _ in both] == [pk for pk, _ in mirror.search(q, k=6, where={"category": ["a", "b"]}) if pk != gone]
+    # other SQL cannot be passed to the mirror, and filtering its k rows afterwards would return fewer
+    with pytest.raises(vk.IncompatibleOperatorError, match="can only filter by equality or IN on its metadata columns"):
+        vk.nearest(Doc.embedding, q, k=5, via=mirror, where=Doc.id > 100)
+    with pytest.raises(vk.IncompatibleOperatorError, match=r"chose its rows in mirror .* when it was called"):
+        vk.nearest(Doc.embedding, q, k=5, via=mirror).where(Doc.category == "a")
     far = env.orm(lambda s: s.execute(vk.nearest(Doc.embedding, q, k=5, via=mirror, max_distance=-1.0)).all())
     assert far == []
     with pytest.raises(vk.IncompatibleOperatorError, match="ranks by cosine distance, not l2"):
