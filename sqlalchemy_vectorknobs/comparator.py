@@ -29,7 +29,7 @@ from .exc import IncompatibleOperatorError
 if TYPE_CHECKING:
     from .types import VectorType
 
-__all__ = ["OPERATORS", "VectorBind", "VectorComparator", "VectorDistance", "VectorOutput"]
+__all__ = ["OPERATORS", "CosineDirection", "VectorBind", "VectorComparator", "VectorDistance", "VectorOutput"]
 
 #: operator name -> the metric it measures
 OPERATORS: dict[str, Distance] = {
@@ -85,6 +85,25 @@ class VectorDistance(ColumnElement[float]):
         return [*self.left._from_objects, *self.right._from_objects]
 
 
+class CosineDirection(ColumnElement[bool]):
+    """True when ``column`` holds a vector with a cosine direction (``codec.cosine_searchable``):
+    not NULL, and a float32 squared norm that is positive and finite. Rendered by the dialect
+    module: a vector's cosine distance to itself is 0, and NaN (PostgreSQL) or NULL (sqlite-vec)
+    exactly when it has no direction."""
+
+    __visit_name__ = "vk_cosine_direction"
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, column: ColumnElement[Any]) -> None:
+        self.column = column
+        self.type = sqltypes.Boolean()
+
+    @property
+    def _from_objects(self) -> Any:
+        return self.column._from_objects
+
+
 class VectorOutput(ColumnElement[Any]):
     """A vector column as selected: the dialect picks the fastest form to send it back in."""
 
@@ -115,6 +134,11 @@ class VectorBind(VectorOutput):
 @compiles(VectorDistance)
 def _compile_distance(element: VectorDistance, compiler: Any, **kw: Any) -> str:
     return dialects.for_dialect(compiler.dialect).render_distance(compiler, element, **kw)
+
+
+@compiles(CosineDirection)
+def _compile_direction(element: CosineDirection, compiler: Any, **kw: Any) -> str:
+    return dialects.for_dialect(compiler.dialect).render_cosine_direction(compiler, element, **kw)
 
 
 @compiles(VectorOutput)

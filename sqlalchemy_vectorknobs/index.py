@@ -28,6 +28,7 @@ skip, and the copy of its column brings it back (:func:`follow_table_copies`).
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,7 @@ METHODS = ("hnsw", "ivfflat", "auto")
 #: and 0.91 at 64, for a 1.5x longer build (docs/guide.md, "Vector indexes").
 DEFAULT_EF_CONSTRUCTION = 128
 PRECISIONS = (None, "halfvec", "binary")
+_declared = itertools.count()
 
 
 def check_index_name(name: Any, what: str) -> None:
@@ -211,6 +213,9 @@ class VectorIndex(Index):
         )
         #: what ``method="auto"`` (and IVFFlat's default ``lists``) resolved to at CREATE time
         self.resolved: dict[str, Any] = {}
+        #: declaration order: with several indexes on one column, searches that name no distance
+        #: use the first declared (``query.find_index``); a table's indexes are a set
+        self.declared = next(_declared)
         super().__init__(name, column, **kw)
         follow_unattached(self, column)
         event.listen(self, "before_create", _before_create)
@@ -252,7 +257,7 @@ class VectorIndex(Index):
         if any(ix.name == self.name for ix in table.indexes):
             return None
         o = self.vector_options
-        return VectorIndex(
+        copy = VectorIndex(
             str(self.name),
             table.c[self.vector_column.key],
             distance=o.distance,
@@ -266,6 +271,8 @@ class VectorIndex(Index):
             metadata_columns=o.metadata_columns,
             **self.dialect_kwargs,
         )
+        copy.declared = self.declared
+        return copy
 
     def _check_declaration(self) -> None:
         from .types import VectorType

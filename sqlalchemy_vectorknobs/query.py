@@ -176,7 +176,9 @@ def check_query(col: Any, query: Any, metric: Distance, what: str) -> Any:
 
 
 def find_index(column: Any, distance: Distance | None) -> VectorIndex | None:
-    """The VectorIndex on ``column`` for ``distance`` (any, if None); unquantized ones first."""
+    """The VectorIndex on ``column`` for ``distance`` (any, if None): unquantized ones first, then
+    the first declared (a table's indexes are a set: without an order, a column with an l2 and a
+    cosine index would search by either)."""
     found = [
         ix
         for ix in column.table.indexes
@@ -184,7 +186,7 @@ def find_index(column: Any, distance: Distance | None) -> VectorIndex | None:
         and ix.vector_column is column
         and (distance is None or ix.vector_options.distance is distance)
     ]
-    found.sort(key=lambda ix: ix.vector_options.precision is not None)
+    found.sort(key=lambda ix: (ix.vector_options.precision is not None, ix.declared))
     return found[0] if found else None
 
 
@@ -201,8 +203,8 @@ def nearest(
 ) -> sa.Select[Any]:
     """A ``Select`` of ``(entity, distance)``: the ``k`` rows nearest to ``query``, nearest first.
 
-    ``distance`` defaults to the distance of the column's :class:`VectorIndex` (cosine if it has
-    none); for inner product the distance is the negative dot product, as pgvector's ``<#>``.
+    ``distance`` defaults to the distance of the column's :class:`VectorIndex` (the first declared
+    unquantized one when it has several; cosine if it has none); for inner product the distance is the negative dot product, as pgvector's ``<#>``.
     ``where`` filters rows (k rows come back whenever k rows qualify); ``max_distance`` drops
     results farther than that. ``candidates`` is how many rows a halfvec/binary-quantized index
     proposes for exact re-ranking (default ``max(10 * k, 100)``, and ``max(40 * k, 400)`` for a

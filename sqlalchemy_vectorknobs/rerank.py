@@ -126,7 +126,7 @@ def _coarse_index(col: Any, metric: Distance | None) -> VectorIndex:
         and ix.vector_options.precision is not None
         and (metric is None or ix.vector_options.distance is metric)
     ]
-    found.sort(key=lambda ix: ix.vector_options.precision != "binary")
+    found.sort(key=lambda ix: (ix.vector_options.precision != "binary", ix.declared))
     if not found:
         wanted = f" for {metric.value} distance" if metric is not None else ""
         raise InvalidIndexError(

@@ -42,6 +42,9 @@ class DialectSupport(Protocol):
     def render_distance(self, compiler: Any, element: VectorDistance, **kw: Any) -> str:
         """SQL for a distance operator (raise UnsupportedDialectError if not evaluable)."""
 
+    def render_cosine_direction(self, compiler: Any, element: Any, **kw: Any) -> str:
+        """SQL true for a vector with a cosine direction (``comparator.CosineDirection``)."""
+
     def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
         """Adjust create_engine keyword arguments before the engine exists."""
 
@@ -56,6 +59,9 @@ class DialectSupport(Protocol):
 
     def inspect(self, connection: Connection) -> VectorInventory:
         """Report extension version, vector columns and vector indexes."""
+
+    def read_only_reason(self, connection: Connection) -> str | None:
+        """Why the database cannot be written to ("a hot standby ..."), or None when it can."""
 
     # ---- vector indexes (index.py)
 
@@ -246,14 +252,11 @@ def subquery_sql(compiler: Any, select: Any, **kw: Any) -> str:
 
 
 def cosine_direction(column: Any) -> Any:
-    """SQL true when ``column`` holds a vector with a cosine direction (``codec.cosine_searchable``):
-    its cosine distance to itself is 0 on both dialects, and NaN (PostgreSQL, which sorts NaN
-    above every number) or NULL (sqlite-vec) when its float32 squared norm is 0 or infinite."""
-    from sqlalchemy import literal_column
+    """SQL true when ``column`` holds a vector with a cosine direction (``codec.cosine_searchable``);
+    each dialect renders it (``render_cosine_direction``)."""
+    from ..comparator import CosineDirection
 
-    from ..comparator import VectorDistance
-
-    return VectorDistance(column, column, "cosine") < literal_column("1")
+    return CosineDirection(column)
 
 
 def index_knn_select(element: Any) -> Any:

@@ -315,6 +315,18 @@ class SQLiteSupport(SQLiteText, SQLiteSearch):
             return sql
         return f"CASE WHEN {' OR '.join(f'{side} IS NULL' for side in nullable)} THEN NULL ELSE {sql} END"
 
+    def read_only_reason(self, connection: Connection) -> str | None:
+        if connection.exec_driver_sql("PRAGMA query_only").scalar():
+            return "read-only (PRAGMA query_only)"
+        return None
+
+    def render_cosine_direction(self, compiler: Any, element: Any, **kw: Any) -> str:
+        from ..comparator import VectorDistance
+
+        # sqlite-vec gives NULL (its NaN) for a vector without a direction: NULL < 1 is not true
+        check = VectorDistance(element.column, element.column, "cosine") < sa.literal_column("1")
+        return f"({compiler.process(check, **kw)})"
+
     def prepare_engine_kwargs(self, url: URL, kwargs: dict[str, Any]) -> None:
         require("sqlite_vec", extra="sqlite", feature="SQLite vector support", package="sqlite-vec")
         driver = url.get_driver_name()

@@ -153,3 +153,26 @@ def test_plain_indexes_are_untouched() -> None:
     index = sa.Index("x_n", t.c.n, postgresql_using="brin")
     assert str(CreateIndex(index).compile(dialect=PG)) == "CREATE INDEX x_n ON x USING brin (n)"
     assert str(CreateIndex(index).compile(dialect=LITE)) == "CREATE INDEX x_n ON x (n)"
+
+
+@pytest.mark.parametrize("order", [("l2", "cosine", "ip"), ("cosine", "ip", "l2"), ("ip", "l2", "cosine")])
+def test_a_search_naming_no_distance_uses_the_first_declared_index(order: tuple[str, ...]) -> None:
+    """A column with several indexes: searches without distance= use the first declared
+    full-precision one, on the table and on its copies (a table's indexes are a set: this was
+    whichever the set yielded first, so the same query searched by l2 in one process and by
+    cosine in another)."""
+    from sqlalchemy_vectorknobs.query import find_index
+
+    md = sa.MetaData()
+    t = sa.Table(
+        "several",
+        md,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("e", vk.Vector(3)),
+        vk.VectorIndex("several_bin", "e", distance="l1", precision="binary"),
+        *[vk.VectorIndex(f"several_{d}", "e", distance=d) for d in order],
+    )
+    want = vk.Distance.parse(order[0])
+    assert find_index(t.c.e, None).vector_options.distance is want
+    assert find_index(t.to_metadata(sa.MetaData()).c.e, None).vector_options.distance is want
+    assert find_index(t.c.e, vk.Distance.parse(order[1])).name == f"several_{order[1]}"
