@@ -78,6 +78,7 @@ SECTIONS = (
     "overhead",
     "mirrors",
     "scale",
+    "replication",
 )
 NEEDS = {"exact": ("bulk_load",), "binary": ("bulk_load", "exact"), "filtered": ("hnsw",)}
 
@@ -691,6 +692,12 @@ def section_scale(ctx: Ctx) -> SectionResult:
     return bsc.run(ctx.pg, data, sizes, skipped=skipped)
 
 
+def section_replication(ctx: Ctx) -> SectionResult:
+    import bench_replication as br
+
+    return br.run(ctx.dataset("D1"), ctx.mode.name == "quick", ctx.mode.repeats)
+
+
 RUNNERS: dict[str, Callable[[Ctx], SectionResult]] = {
     "codec": section_codec,
     "orm_insert": section_orm_insert,
@@ -704,6 +711,7 @@ RUNNERS: dict[str, Callable[[Ctx], SectionResult]] = {
     "overhead": section_overhead,
     "mirrors": section_mirrors,
     "scale": section_scale,
+    "replication": section_replication,
 }
 TITLES = {
     "codec": "3. encode/decode per 768-d vector",
@@ -718,6 +726,7 @@ TITLES = {
     "overhead": "10. non-vector overhead",
     "mirrors": "9. mirrors",
     "scale": "11. scale",
+    "replication": "12. hot standby",
 }
 
 

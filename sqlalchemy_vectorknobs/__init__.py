@@ -48,6 +48,8 @@ from .exc import (
     MirrorError,
     MirrorSyncError,
     MissingDependencyError,
+    ReadOnlyDatabaseError,
+    StandbyUnavailableError,
     UnsupportedDialectError,
     VectorKnobsError,
     VectorTypeError,
@@ -61,6 +63,7 @@ from .overview import DatabaseReport, OutboxDepth, describe_database, outbox_dep
 from .query import ExplainResult, explain, nearest, search_settings
 from .reflected import StaleCounts, count_stale, embedder_from_spec, reflect_embedded_column
 from .rerank import ammr, arerank, mmr, rerank, rerank_query
+from .routing import RoutingSession, routing_sessionmaker
 from .search import (
     VectorSearchResult,
     anear_text,
@@ -125,10 +128,13 @@ __all__ = [
     "MirrorSyncError",
     "MissingDependencyError",
     "OutboxDepth",
+    "ReadOnlyDatabaseError",
     "ReembedJob",
+    "RoutingSession",
     "SentenceTransformerEmbedder",
     "SparseVector",
     "StaleCounts",
+    "StandbyUnavailableError",
     "TableMigration",
     "UnsupportedDialectError",
     "Vector",
@@ -176,6 +182,7 @@ __all__ = [
     "reflect_embedded_column",
     "rerank",
     "rerank_query",
+    "routing_sessionmaker",
     "search_results",
     "search_settings",
     "stale",

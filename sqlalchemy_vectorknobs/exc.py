@@ -29,6 +29,8 @@ __all__ = [
     "MirrorSyncError",
     "MigrationError",
     "MissingDependencyError",
+    "ReadOnlyDatabaseError",
+    "StandbyUnavailableError",
     "UnsupportedDialectError",
     "VectorKnobsError",
     "VectorTypeError",
@@ -89,6 +91,14 @@ class MirrorError(VectorKnobsError, RuntimeError):
 
 class InvalidMirrorError(VectorKnobsError, ValueError):
     """A mirror was configured or called with something it cannot use (column, key, metadata, filter)."""
+
+
+class ReadOnlyDatabaseError(VectorKnobsError, PermissionError):
+    """A command that writes was pointed at a database that cannot be written to (a hot standby)."""
+
+
+class StandbyUnavailableError(VectorKnobsError, ConnectionError):
+    """No hot standby of a ``vk.routing_sessionmaker`` answers, and it was told not to read from the primary then."""
 
 
 class MigrationError(VectorKnobsError, RuntimeError):

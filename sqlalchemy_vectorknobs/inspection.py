@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from sqlalchemy.engine import Connection, Engine
 
 from . import dialects
+from .exc import ReadOnlyDatabaseError
 
-__all__ = ["VectorColumnInfo", "VectorIndexInfo", "VectorInventory", "inspect_vectors"]
+__all__ = ["VectorColumnInfo", "VectorIndexInfo", "VectorInventory", "inspect_vectors", "refuse_read_only"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +67,18 @@ def inspect_vectors(bind: Engine | Connection) -> VectorInventory:
     return result
 
 
+def refuse_read_only(bind: Engine | Connection, what: str) -> None:
+    """Raise :class:`~sqlalchemy_vectorknobs.exc.ReadOnlyDatabaseError` if ``bind`` cannot be
+    written to (a PostgreSQL hot standby), before ``what`` does any work::
+
+        vk.inspection.refuse_read_only(engine, "vectorknobs backfill")
+    """
+    if isinstance(bind, Engine):
+        with bind.connect() as conn:
+            refuse_read_only(conn, what)
+            return
+    reason = dialects.for_dialect(bind.dialect).read_only_reason(bind)
+    if reason is not None:
+        raise ReadOnlyDatabaseError(
+            f"{what} writes, and {bind.engine.url.render_as_string(hide_password=True)} is {reason}; point it at the primary."
+        )

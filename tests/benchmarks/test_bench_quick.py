@@ -36,6 +36,7 @@ SECTIONS = (
     "overhead",
     "mirrors",
     "scale",
+    "replication",
 )
 
 
