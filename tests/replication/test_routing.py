@@ -6,13 +6,16 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 import sqlalchemy_vectorknobs as vk
 
@@ -21,19 +24,7 @@ from .conftest import Pair
 DIM = 16
 
 
-class Base(DeclarativeBase):
-    pass
-
-
-class Note(Base):
-    __tablename__ = "repl_note"
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
-    body: Mapped[str] = mapped_column(sa.Text)
-    embedding = mapped_column(vk.Vector(DIM))
-    __table_args__ = (vk.VectorIndex("repl_note_hnsw", "embedding", distance="l2"),)
-
-
-IN_RECOVERY = sa.select(sa.func.pg_is_in_recovery())
+#: The model, as the migration test's project imports it too (models.py, for the docs' env.py).
 MODELS = f"""
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -49,6 +40,12 @@ class Note(Base):
     embedding = mapped_column(vk.Vector({DIM}))
     __table_args__ = (vk.VectorIndex("repl_note_hnsw", "embedding", distance="l2"),)
 """
+_models = types.ModuleType("tests.replication.repl_models")
+sys.modules[_models.__name__] = _models  # (declarative resolves the annotations in the module)
+exec(compile(MODELS, "models.py", "exec"), _models.__dict__)
+Base: Any = _models.Base
+Note: Any = _models.Note
+IN_RECOVERY = sa.select(sa.func.pg_is_in_recovery())
 
 
 @pytest.fixture
